@@ -1,0 +1,39 @@
+# neuroflow: `make example` runs the workflow on generated example data; `make test` runs the tests.
+# Both install what they need into .venv at the repository root.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.neuroflow-installed
+
+.PHONY: install example test test-slurm lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[tools,dev]'
+	# QSIParc without its optional plotting stack (vtk, ~1 GB) that it never imports
+	$(BIN)/python -m pip install -q --no-deps qsiparc==0.1.2 parcellate==0.4.2
+	touch $(STAMP)
+
+example: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash example/run.sh
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/run.sh
+
+test-slurm: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/slurm/run.sh
+
+lint: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --lint --snakefile workflow/Snakefile
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakefmt --check workflow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/recovery_cost.py
+	$(BIN)/python benchmarks/dag_scale.py
+	$(BIN)/python benchmarks/dlq_scale.py
+
+clean:
+	rm -rf example/data example/results example/.snakemake example/.neuroflow
