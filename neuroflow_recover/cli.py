@@ -23,10 +23,15 @@ from .errors import NeuroflowError
 class Context:
     """What every command needs: the workflow directory and the database URL."""
 
-    def __init__(self, directory: Path, db: str | None, verbose: int):
+    def __init__(
+        self, directory: Path, db: str | None, verbose: int, configfiles: tuple[str, ...]
+    ):
         self.directory = directory
         self.db = db
         self.verbose = verbose
+        # config files as Snakemake gets them (relative to the workflow directory);
+        # empty = config/config.yaml
+        self.configfiles = configfiles
 
 
 def library_errors(func):
@@ -62,13 +67,25 @@ def echo_json(data) -> None:
     help="Dead-letter database: a SQLAlchemy URL or a file path "
     "[default: DIRECTORY/.neuroflow/neuroflow.db; env NEUROFLOW_DB].",
 )
+@click.option(
+    "--configfile",
+    "configfiles",
+    multiple=True,
+    help="Workflow config file(s), as given to Snakemake [default: config/config.yaml].",
+)
 @click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-vv for debug).")
 @click.version_option(package_name="neuroflow")
 @click.pass_context
-def cli(ctx: click.Context, directory: Path, db: str | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context,
+    directory: Path,
+    db: str | None,
+    configfiles: tuple[str, ...],
+    verbose: int,
+) -> None:
     """Classify failed Snakemake jobs, keep a dead-letter queue and re-run exactly what failed."""
     logsetup.configure(verbose)
-    ctx.obj = Context(directory, db, verbose)
+    ctx.obj = Context(directory, db, verbose, configfiles)
 
 
 # === section: classify (owner: classifier) ===
