@@ -94,6 +94,73 @@ def cli(
 
 # === section: exec (owner: step runner) ===
 
+
+@cli.command(
+    "exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--rule", required=True, help="The Snakemake rule this step belongs to.")
+@click.option(
+    "--wildcards", "wildcards", multiple=True, metavar="NAME=VALUE",
+    help="One wildcard of the job (repeat: --wildcards subject=01 --wildcards session=02).",
+)
+@click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Snakemake's attempt number of this job.")
+@click.option("--log", "log_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The rule log: the tool's stdout+stderr are streamed into it.")
+@click.option("--expect", multiple=True, type=click.Path(path_type=Path),
+              help="An output the tool must write (files must be non-empty); repeatable.")
+@click.option("--mem-mb", type=int, required=True, help="Memory given to this attempt (MB).")
+@click.option("--runtime", type=int, required=True, help="Time limit of this attempt (minutes).")
+@click.option("--threads", type=int, required=True, help="Threads given to this attempt.")
+@click.option("--disk-mb", type=int, default=None, help="Disk given to this attempt (MB).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+@library_errors
+def exec_step(
+    obj: Context,
+    rule: str,
+    wildcards: tuple[str, ...],
+    attempt: int,
+    log_file: Path,
+    expect: tuple[Path, ...],
+    mem_mb: int,
+    runtime: int,
+    threads: int,
+    disk_mb: int | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run one attempt of a rule's tool: log it, check outputs, classify, record.
+
+    Usage: exec --rule R --wildcards k=v ... --attempt N --log F --expect P ... -- TOOL ARGS
+
+    Exit code: the tool's (1 when it exited 0 but an --expect output is missing, 128+N when
+    a signal stopped it), 3 when the tool was not started because attempt N-1 failed with a
+    non-retryable class or its failure's circuit breaker is open.
+    """
+    from .stepexec import StepRequest, parse_wildcards, run_step
+
+    resources = {"mem_mb": mem_mb, "runtime": runtime, "threads": threads}
+    if disk_mb is not None:
+        resources["disk_mb"] = disk_mb
+    result = run_step(
+        StepRequest(
+            rule=rule,
+            wildcards=parse_wildcards(wildcards),
+            attempt=attempt,
+            log=log_file,
+            command=list(command),
+            expect=list(expect),
+            resources=resources,
+            workdir=obj.directory,
+            configfiles=obj.configfiles,
+        )
+    )
+    click.echo(result.summary, err=True)
+    if result.exit_code:
+        raise click.exceptions.Exit(result.exit_code)
+
+
 # === end section: exec ===
 
 # === section: dead-letter queue, run, retry, ingest, stats (owner: dlq) ===

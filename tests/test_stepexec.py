@@ -1,0 +1,378 @@
+"""The step runner (`neuroflow-recover exec`), run as a real subprocess on real tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from neuroflow_recover.attempts import (
+    AttemptRecord,
+    read_records,
+    records_dir,
+    write_record,
+)
+from neuroflow_recover.breaker import normalise_evidence
+from neuroflow_recover.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+WAIT = 120  # generous: the CI machine is a loaded 2-core box
+
+
+def write_config(workdir: Path, **breaker) -> None:
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["error_handling"]["circuit_breaker"].update(breaker)
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture()
+def wd(tmp_path):
+    write_config(tmp_path)
+    return tmp_path
+
+
+def exec_args(rule="qsiprep_preprocess", subject="01", attempt=1, log="logs/step.log",
+              expect=(), session=None):
+    args = ["exec", "--rule", rule, "--wildcards", f"subject={subject}"]
+    if session:
+        args += ["--wildcards", f"session={session}"]
+    args += ["--attempt", str(attempt), "--log", log, "--mem-mb", "1000", "--runtime", "10",
+             "--threads", "2", "--disk-mb", "500"]
+    for path in expect:
+        args += ["--expect", path]
+    return args
+
+
+def tool(code: str) -> list[str]:
+    return ["--", PY, "-c", code]
+
+
+def run_exec(workdir: Path, args: list[str], env=None, timeout=WAIT):
+    full_env = clean_env(env)
+    return subprocess.run(
+        [PY, "-m", "neuroflow_recover.cli", *args], cwd=workdir, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def clean_env(extra=None) -> dict[str, str]:
+    """This process's environment without SLURM variables (tests may run inside a job)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return {**env, **(extra or {})}
+
+
+def records(workdir, rule="qsiprep_preprocess", subject="01", session=None):
+    wc = {"subject": subject, **({"session": session} if session else {})}
+    return read_records(workdir, rule, wc)
+
+
+def wait_for(predicate, what: str):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# ----------------------------------------------------------------------------- success
+
+
+def test_success_streams_output_and_writes_a_record(wd):
+    go = wd / "go"
+    code = (
+        "import os, sys, time\n"
+        "print('first line', flush=True)\n"
+        "print('to stderr', file=sys.stderr, flush=True)\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+        "open('out.txt', 'w').write('data')\n"
+        "print('last line')\n"
+    )
+    log = wd / "logs" / "step.log"
+
+    def release_when_streamed():  # the tool only finishes once its first lines are in the log
+        wait_for(lambda: log.exists() and "to stderr" in log.read_text(), "streamed lines")
+        go.touch()
+
+    helper = threading.Thread(target=release_when_streamed)
+    helper.start()
+    proc = run_exec(wd, exec_args(expect=["out.txt"]) + tool(code))
+    helper.join()
+    assert proc.returncode == 0, proc.stderr
+    text = log.read_text()
+    assert text.index("first line") < text.index("to stderr") < text.index("last line")
+    assert "qsiprep_preprocess attempt 1 succeeded" in text
+    assert "succeeded" in proc.stderr and proc.stdout == ""
+    [rec] = records(wd)
+    assert rec.error_class is None and rec.exit_code == 0 and not rec.skipped
+    assert rec.stage == "qsiprep" and rec.wildcards == {"subject": "01"} and rec.attempt == 1
+    assert rec.resources == {"mem_mb": 1000, "runtime": 10, "threads": 2, "disk_mb": 500}
+    assert rec.tail == ["first line", "to stderr", "last line"]
+    assert rec.log == "logs/step.log" and rec.host
+    assert datetime.fromisoformat(rec.started_at) <= datetime.fromisoformat(rec.ended_at)
+
+
+def test_tail_keeps_the_last_fifty_lines(wd):
+    proc = run_exec(wd, exec_args() + tool("for i in range(500): print('line', i)"))
+    assert proc.returncode == 0
+    [rec] = records(wd)
+    assert len(rec.tail) == 50 and rec.tail[-1] == "line 499" and rec.tail[0] == "line 450"
+    assert (wd / "logs" / "step.log").read_text().count("line ") == 500
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_exit_code_and_classification_are_recorded(wd):
+    code = "import sys; print('allocating'); print('MemoryError', file=sys.stderr); sys.exit(5)"
+    proc = run_exec(wd, exec_args(subject="07") + tool(code), env={"SLURM_JOB_ID": "4242"})
+    assert proc.returncode == 5
+    [rec] = records(wd, subject="07")
+    assert rec.exit_code == 5
+    assert (rec.error_class, rec.resource, rec.retryable) == ("ResourceError", "memory", True)
+    assert rec.evidence == "MemoryError" and rec.pattern_id
+    assert rec.slurm_job_id == "4242"
+    assert rec.tail == ["allocating", "MemoryError"]
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("neuroflow:")]
+    assert summary == [
+        f"neuroflow: qsiprep_preprocess attempt 1 failed (exit 5): ResourceError/memory "
+        f"[{rec.pattern_id}]: MemoryError"
+    ]
+    assert summary[0] in (wd / "logs" / "step.log").read_text()
+
+
+def test_missing_and_empty_outputs_fail_with_the_agreed_message(wd):
+    (wd / "empty.txt").touch()
+    (wd / "good.txt").write_text("x")
+    (wd / "outdir").mkdir()
+    proc = run_exec(
+        wd,
+        exec_args(expect=["good.txt", "outdir", "empty.txt", "missing.nii.gz"])
+        + tool("print('all done')"),
+    )
+    assert proc.returncode == 1
+    line = f"neuroflow: {Path(PY).name} exited 0 but did not write: empty.txt, missing.nii.gz"
+    assert line in (wd / "logs" / "step.log").read_text().splitlines()
+    [rec] = records(wd)
+    assert rec.exit_code == 1 and rec.error_class == "ValidationError" and not rec.retryable
+    assert rec.evidence == line and rec.tail[-1] == line
+    assert "ValidationError" in proc.stderr
+
+
+def test_a_cause_printed_by_the_tool_beats_the_missing_outputs_line(wd):
+    proc = run_exec(wd, exec_args(expect=["bids/sub-01"])
+                    + tool("print('Need to process 0 study sessions')"))
+    assert proc.returncode == 1
+    [rec] = records(wd)
+    assert rec.error_class == "ValidationError"
+    assert rec.evidence == "Need to process 0 study sessions"
+    assert rec.tail[-1].startswith("neuroflow: ") and "did not write: bids/sub-01" in rec.tail[-1]
+
+
+def test_a_command_that_does_not_exist_is_recorded(wd):
+    proc = run_exec(wd, exec_args() + ["--", "no-such-tool-neuroflow", "--flag"])
+    assert proc.returncode == 127
+    [rec] = records(wd)
+    assert rec.exit_code == 127 and rec.error_class == "ConfigurationError"
+    assert "cannot start no-such-tool-neuroflow" in (wd / "logs" / "step.log").read_text()
+
+
+def test_unreadable_config_does_not_block_the_tool(tmp_path):
+    (tmp_path / "broken.yaml").write_text("stages: [unclosed\n")
+    args = ["--configfile", "broken.yaml"] + exec_args() + tool("print('ran anyway')")
+    proc = run_exec(tmp_path, args)
+    assert proc.returncode == 0, proc.stderr
+    assert "config not loaded" in proc.stderr
+    assert "ran anyway" in (tmp_path / "logs" / "step.log").read_text()
+
+
+def test_bad_arguments_are_clear_errors(wd):
+    result = CliRunner().invoke(
+        cli, ["-d", str(wd), "exec", "--rule", "r", "--wildcards", "subject", "--log", "l",
+              "--mem-mb", "1", "--runtime", "1", "--threads", "1", "--", "true"]
+    )
+    assert result.exit_code == 1 and "NAME=VALUE" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = CliRunner().invoke(cli, ["exec", "--rule", "r", "--log", "l", "--mem-mb", "1",
+                                      "--runtime", "1", "--threads", "1"])
+    assert result.exit_code == 2 and "COMMAND" in result.output
+
+
+# ----------------------------------------------------------------------------- fail fast
+
+
+def test_non_retryable_failure_makes_the_next_attempt_fail_fast(wd):
+    first = run_exec(
+        wd, exec_args(session="02")
+        + tool("import sys; print('ERROR: FreeSurfer license file not found'); sys.exit(2)"),
+    )
+    assert first.returncode == 2
+    marker = wd / "tool-ran"
+    started = time.monotonic()
+    second = run_exec(
+        wd, exec_args(session="02", attempt=2) + tool(f"open({str(marker)!r}, 'w')"),
+    )
+    elapsed = time.monotonic() - started
+    assert second.returncode == 3 and not marker.exists()
+    assert elapsed < 5, elapsed  # Python start-up included; the tool is never started
+    earlier, skipped = records(wd, session="02")
+    assert earlier.error_class == "ConfigurationError" and earlier.attempt == 1
+    assert skipped.skipped and skipped.attempt == 2 and skipped.exit_code == 3
+    assert (skipped.error_class, skipped.pattern_id, skipped.evidence, skipped.retryable) == (
+        "ConfigurationError", earlier.pattern_id, earlier.evidence, False)
+    line = ("neuroflow: not starting qsiprep_preprocess attempt 2: attempt 1 failed with "
+            f"ConfigurationError: {earlier.evidence}")
+    assert line in second.stderr
+    assert (wd / "logs" / "step.log").read_text().splitlines()[-1] == line
+
+
+def test_only_the_newest_record_of_the_previous_attempt_counts(wd):
+    # an old invocation's attempt 1 was a configuration error; the newest attempt 1 succeeded
+    write_record(wd, AttemptRecord(
+        rule="qsiprep_preprocess", stage="qsiprep", wildcards={"subject": "01"}, attempt=1,
+        started_at="2020-01-01T00:00:00+00:00", ended_at="2020-01-01T00:00:01+00:00",
+        exit_code=2, error_class="ConfigurationError", retryable=False, resource=None,
+        pattern_id="x", evidence="old"))
+    assert run_exec(wd, exec_args() + tool("import sys; sys.exit(9)")).returncode == 9
+    marker = wd / "ran"
+    proc = run_exec(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
+    assert proc.returncode == 0 and marker.exists()
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def test_records_are_written_atomically_and_never_overwrite(tmp_path):
+    rec = AttemptRecord(
+        rule="qsiparc_parcellate", stage="qsiparc", wildcards={"subject": "1", "session": "a"},
+        attempt=1, started_at="2026-11-28T12:00:00.000001+00:00", ended_at="",
+        exit_code=1, error_class="RetryableError", retryable=True, resource=None,
+        pattern_id=None, evidence="boom")
+    paths = [write_record(tmp_path, rec) for _ in range(3)]
+    assert len(set(paths)) == 3
+    directory = records_dir(tmp_path, "qsiparc_parcellate", {"session": "a", "subject": "1"})
+    assert directory.name == "session-a_subject-1"
+    assert paths[0].name == "20261128T120000.000001Z-attempt-1.json"
+    assert sorted(p.name for p in directory.iterdir()) == sorted(p.name for p in paths)
+    assert json.loads(paths[0].read_text())["evidence"] == "boom"
+    (directory / "20261128T130000.000000Z-attempt-2.json").write_text('{"rule": "qsip')
+    (directory / ".20261128T130000.000000Z-attempt-2.abc.tmp").write_text("half")
+    got = read_records(tmp_path, "qsiparc_parcellate", {"subject": "1", "session": "a"})
+    assert [r.evidence for r in got] == ["boom"] * 3
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def _start_sleeper(wd, env, runtime="10"):
+    args = exec_args() + tool(
+        "import time\nprint('ready', flush=True)\ntime.sleep(600)"
+    )
+    args[args.index("--runtime") + 1] = runtime
+    proc = subprocess.Popen([PY, "-m", "neuroflow_recover.cli", *args], cwd=wd, env=clean_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = wd / "logs" / "step.log"
+    wait_for(lambda: log.exists() and "ready" in log.read_text(), "the tool to start")
+    return proc
+
+
+def test_sigterm_is_forwarded_and_recorded_as_transient(wd):
+    proc = _start_sleeper(wd, {})
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 143, err
+    [rec] = records(wd)
+    assert (rec.error_class, rec.pattern_id, rec.exit_code) == (
+        "TransientError", "neuroflow:signal", 143)
+    assert "interrupted by SIGTERM" in rec.evidence
+
+
+def test_sigterm_at_the_slurm_time_limit_is_a_runtime_failure(wd):
+    proc = _start_sleeper(
+        wd, {"SLURM_JOB_ID": "77", "SLURM_JOB_END_TIME": str(int(time.time()))}
+    )
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=WAIT)
+    assert proc.returncode == 143
+    [rec] = records(wd)
+    assert (rec.error_class, rec.resource, rec.slurm_job_id) == ("ResourceError", "runtime", "77")
+    assert "DUE TO TIME LIMIT" in rec.evidence
+    assert rec.evidence in (wd / "logs" / "step.log").read_text()
+
+
+def test_early_sigterm_under_slurm_is_not_a_time_limit(wd):
+    end = str(int(time.time()) + 3600)
+    proc = _start_sleeper(wd, {"SLURM_JOB_ID": "78", "SLURM_JOB_END_TIME": end})
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=WAIT)
+    [rec] = records(wd)
+    assert rec.error_class == "TransientError"
+
+
+# ----------------------------------------------------------------------------- breaker
+
+
+def _fail_like_the_others(wd, subject, attempt=1, host="10.0.0.7"):
+    code = (f"import sys; print('psycopg2.OperationalError: Connection refused to {host}:"
+            f"5432 for /data/sub-{subject}'); sys.exit(1)")
+    return run_exec(wd, exec_args(subject=subject, attempt=attempt) + tool(code))
+
+
+def test_circuit_breaker_opens_once_and_skips_retries(tmp_path):
+    write_config(tmp_path, threshold=3, window_minutes=10)
+    first = _fail_like_the_others(tmp_path, "01", host="10.0.0.7")
+    [rec] = records(tmp_path, subject="01")
+    assert rec.error_class == "TransientError", rec  # the breaker applies to this class
+    # below the threshold the retry still runs
+    retry = _fail_like_the_others(tmp_path, "01", attempt=2)
+    assert retry.returncode == 1 and not records(tmp_path, subject="01")[-1].skipped
+    second = _fail_like_the_others(tmp_path, "02", host="10.0.0.8")
+    third = _fail_like_the_others(tmp_path, "03", host="10.0.0.9")
+    opened = [p for p in (first, retry, second, third) if "circuit breaker open" in p.stderr]
+    assert opened == [third]  # announced once, by the job that opened it
+    announcements = list((tmp_path / ".neuroflow" / "breaker").glob("*.json"))
+    assert len(announcements) == 1
+    assert json.loads(announcements[0].read_text())["jobs"] == 3
+
+    marker = tmp_path / "ran"
+    blocked = run_exec(tmp_path, exec_args(subject="02", attempt=2)
+                       + tool(f"open({str(marker)!r}, 'w')"))
+    assert blocked.returncode == 3 and not marker.exists()
+    assert "circuit breaker open: 3 jobs failed like this within 10 minutes" in blocked.stderr
+    skipped = records(tmp_path, subject="02")[-1]
+    assert skipped.skipped and skipped.error_class == "TransientError" and skipped.retryable
+    assert "circuit breaker open" in skipped.tail[0]
+    assert "circuit breaker open" not in blocked.stderr.split("not starting")[0]  # no re-announce
+
+    # a job whose previous attempt failed differently is not blocked
+    run_exec(tmp_path, exec_args(subject="04") + tool("import sys; sys.exit(7)"))
+    other = run_exec(tmp_path, exec_args(subject="04", attempt=2)
+                     + tool(f"open({str(marker)!r}, 'w')"))
+    assert other.returncode == 0 and marker.exists()
+
+
+def test_circuit_breaker_can_be_disabled(tmp_path):
+    write_config(tmp_path, enabled=False, threshold=1)
+    _fail_like_the_others(tmp_path, "01")
+    marker = tmp_path / "ran"
+    proc = run_exec(tmp_path, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
+    assert proc.returncode == 0 and marker.exists()
+    assert not (tmp_path / ".neuroflow" / "breaker").exists()
+
+
+def test_signature_normalisation():
+    a = normalise_evidence("Connection refused to 10.0.0.7:5432 for /data/sub-01/dwi.nii.gz")
+    b = normalise_evidence("Connection  refused to 10.0.0.9:5432 for /scratch/x/sub-17/a.nii")
+    assert a == b == "connection refused to #.#.#.#:# for <path>"
