@@ -1,0 +1,456 @@
+"""Ingest Snakemake main logs into the dead-letter queue.
+
+For every job that failed for good in a log, the job's attempt records (written by the step
+runner under `.neuroflow/attempts/`, within the run's time window) and the evidence from the
+rule/SLURM logs give a classification: the last attempt record that actually ran wins (it
+saw the tool's exit code and output); otherwise the evidence text is classified with the
+exit code and SLURM state. The job then becomes (or extends) a dead-letter entry.
+
+Idempotent: a log is recorded by sha256 and never ingested twice; attempts are keyed
+(`event_key`) so the same attempt is never added twice either. One transaction per log:
+a killed ingestion leaves the log fully ingested or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .attempts import AttemptRecord, read_records
+from .dlq import AttemptEvent, JobFailure, dead_letter
+from .errors import LogFormatError, NeuroflowError
+from .logsetup import get_logger
+from .models import IngestedLog
+
+log = get_logger(__name__)
+
+LOG_DIR = Path(".snakemake") / "log"
+LOCK_DIR = Path(".snakemake") / "locks"
+LOG_SUFFIX = ".snakemake.log"
+# records may start a little before the log's first time stamp and end after its last one
+WINDOW_SLACK = timedelta(seconds=5)
+# test hook: when set, ingestion creates this file inside each log's transaction and waits
+# (up to 10 minutes) before committing, so a test can kill the process mid-transaction
+PAUSE_ENV = "NEUROFLOW_INGEST_PAUSE_FILE"
+
+Hold = Callable[[JobFailure], bool]
+
+
+@dataclass
+class LogIngest:
+    """What one log gave."""
+
+    path: str
+    run_id: str
+    status: str  # ingested | already-ingested | unreadable | in-progress
+    failures: list[JobFailure] = field(default_factory=list)  # every failed job, classified
+    entry_ids: list[int] = field(default_factory=list)  # entries created or extended
+    held: list[JobFailure] = field(default_factory=list)  # not dead-lettered (to be retried)
+    message: str = ""
+
+
+@dataclass
+class IngestReport:
+    logs: list[LogIngest] = field(default_factory=list)
+
+    def with_status(self, status: str) -> list[LogIngest]:
+        return [item for item in self.logs if item.status == status]
+
+    @property
+    def entry_ids(self) -> list[int]:
+        ids: list[int] = []
+        for item in self.logs:
+            ids.extend(i for i in item.entry_ids if i not in ids)
+        return ids
+
+    @property
+    def failures(self) -> list[JobFailure]:
+        return [failure for item in self.logs for failure in item.failures]
+
+    def to_dict(self) -> dict:
+        return {
+            "logs": [
+                {
+                    "path": item.path,
+                    "run_id": item.run_id,
+                    "status": item.status,
+                    "failed_jobs": len(item.failures),
+                    "entry_ids": item.entry_ids,
+                    "message": item.message,
+                }
+                for item in self.logs
+            ],
+            "entry_ids": self.entry_ids,
+        }
+
+
+def ingest_logs(
+    session: Session,
+    workdir: Path,
+    cfg: dict,
+    paths: Iterable[str | os.PathLike] | None = None,
+    *,
+    invocation: dict | None = None,
+) -> IngestReport:
+    """Ingest `paths` (default: every main log under `.snakemake/log/` not ingested yet).
+
+    Runs ONE transaction per log on `session`, which must not be inside a transaction.
+    Unreadable logs and logs of a run still in progress are skipped with a warning.
+    """
+    workdir = Path(workdir)
+    chosen = [Path(p) for p in paths] if paths else default_logs(workdir)
+    report = IngestReport()
+    context = IngestContext.build(workdir, cfg, invocation)
+    for path in chosen:
+        report.logs.append(ingest_one(session, context, path))
+    return report
+
+
+def ingest_one(
+    session: Session,
+    context: IngestContext,
+    path: Path,
+    *,
+    hold: Hold | None = None,
+    carried: Mapping[str, list[AttemptEvent]] | None = None,
+) -> LogIngest:
+    """One log in its own transaction on `session` (see `ingest_log`)."""
+    with session.begin():
+        result = ingest_log(session, context, path, hold=hold, carried=carried)
+        _maybe_pause(result)
+    return result
+
+
+def default_logs(workdir: Path) -> list[Path]:
+    directory = Path(workdir) / LOG_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"*{LOG_SUFFIX}"))
+
+
+@dataclass
+class IngestContext:
+    """What classifying and targeting failures needs, loaded once per batch."""
+
+    workdir: Path
+    cfg: dict
+    invocation: dict
+    classifier: object
+    sessions: list | None
+
+    @classmethod
+    def build(cls, workdir: Path, cfg: dict, invocation: dict | None = None) -> IngestContext:
+        from .classifier import Classifier
+
+        return cls(
+            workdir=Path(workdir),
+            cfg=cfg,
+            invocation=dict(invocation or {}),
+            classifier=Classifier.from_config(cfg),
+            sessions=_load_sessions(workdir, cfg),
+        )
+
+
+def ingest_log(
+    session: Session,
+    context: IngestContext,
+    path: Path,
+    *,
+    hold: Hold | None = None,
+    carried: Mapping[str, list[AttemptEvent]] | None = None,
+) -> LogIngest:
+    """Ingest one log inside the caller's transaction.
+
+    `hold(failure) -> True` keeps a failure out of the queue (the runner retries it);
+    `carried` maps job keys to attempts of earlier rounds that are put before this run's.
+    """
+    from .logparse import parse_log
+
+    path = Path(path)
+    shown = _display_path(path, context.workdir)
+    run_id = path.name.removesuffix(LOG_SUFFIX)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        log.warning("cannot read log, skipped", path=shown, error=str(exc))
+        return LogIngest(shown, run_id, "unreadable", message=str(exc))
+    digest = hashlib.sha256(data).hexdigest()
+    if session.scalar(select(IngestedLog.id).where(IngestedLog.sha256 == digest)) is not None:
+        log.info("log already ingested", path=shown)
+        return LogIngest(shown, run_id, "already-ingested")
+    try:
+        run_log = parse_log(path)
+    except LogFormatError as exc:
+        log.warning("not a Snakemake log we can read, skipped", path=shown, error=str(exc))
+        return LogIngest(shown, run_id, "unreadable", message=str(exc))
+    if not run_log.complete and _locks_held(context.workdir):
+        log.warning(
+            "log belongs to a run still in progress (Snakemake holds .snakemake/locks), skipped",
+            path=shown,
+        )
+        return LogIngest(shown, run_log.run_id, "in-progress", message="run in progress")
+    result = LogIngest(shown, run_log.run_id, "ingested")
+    for job in run_log.failed_jobs:
+        failure = build_failure(context, run_log, job)
+        earlier = (carried or {}).get(failure.job_key, [])
+        if earlier:
+            failure.events = list(earlier) + failure.events
+        result.failures.append(failure)
+        if hold is not None and hold(failure):
+            result.held.append(failure)
+            continue
+        entry = dead_letter(session, failure)
+        if entry is not None:
+            result.entry_ids.append(entry.id)
+            log.warning(
+                "dead-lettered",
+                entry_id=entry.id,
+                rule=failure.rule,
+                wildcards=failure.wildcards,
+                error_type=failure.error_type,
+                attempts=entry.attempts,
+            )
+    session.add(
+        IngestedLog(
+            path=shown,
+            sha256=digest,
+            size=len(data),
+            run_id=run_log.run_id,
+            n_failed=len(run_log.failed_jobs),
+        )
+    )
+    session.flush()
+    return result
+
+
+def build_failure(context: IngestContext, run_log, job) -> JobFailure:
+    """Classify one failed job of a run and gather everything the queue keeps about it."""
+    from .layout import RULE_STAGE
+    from .logparse import read_evidence
+    from .targets import targets_for
+
+    workdir = context.workdir
+    records = _records_in_window(workdir, job, run_log)
+    evidence_text = ""
+    try:
+        evidence_text = read_evidence(job, workdir) or ""
+    except (OSError, NeuroflowError) as exc:
+        log.warning("cannot read evidence", rule=job.rule, error=str(exc))
+    ran = [r for r in records if not r.skipped and r.error_class]
+    final_has_record = bool(records) and max(r.attempt for r in records) >= job.attempts
+    if ran and final_has_record:
+        chosen = ran[-1]
+        error_class, retryable = chosen.error_class, bool(chosen.retryable)
+        resource, pattern_id, evidence = chosen.resource, chosen.pattern_id, chosen.evidence
+        exit_code = chosen.exit_code
+    else:
+        classification = context.classifier.classify(
+            evidence_text or job.message or "",
+            exit_code=job.exit_code,
+            slurm_state=job.slurm_state,
+        )
+        error_class, retryable = classification.error_class, classification.retryable
+        resource, pattern_id = classification.resource, classification.pattern_id
+        evidence, exit_code = classification.evidence, job.exit_code
+    failed_at = _aware(job.failed_at) or _aware(run_log.finished_at) or datetime.now(UTC)
+    failure = JobFailure(
+        rule=job.rule,
+        wildcards=dict(job.wildcards),
+        pipeline_name=RULE_STAGE.get(job.rule, job.rule),
+        error_type=error_class,
+        retryable=retryable,
+        error_message=job.message or "",
+        events=[],
+        evidence=evidence,
+        pattern_id=pattern_id,
+        resource=resource,
+        exit_code=exit_code,
+        slurm_state=job.slurm_state,
+        jobid=job.jobid,
+        run_id=run_log.run_id,
+        failed_at=failed_at,
+        log_paths=_log_paths(job, records, workdir),
+        slurm_job_ids=list(job.slurm_job_ids),
+        invocation=dict(context.invocation),
+        error_details={
+            "output": list(job.output),
+            "log_files": list(job.log_files),
+            "main_log": _display_path(Path(job.log_path), workdir),
+            "slurm_log": job.slurm_log,
+            "shell": job.shell,
+            "snakemake_exit_code": job.exit_code,
+            "tail": list(records[-1].tail) if records else [],
+        },
+    )
+    failure.targets = targets_for(failure, context.cfg, context.sessions)
+    failure.events = _events(job, run_log, records, failure)
+    return failure
+
+
+def _events(job, run_log, records: list[AttemptRecord], failure: JobFailure) -> list[AttemptEvent]:
+    """One history event per attempt: from its attempt record, else from the main log."""
+    events: list[AttemptEvent] = []
+    by_attempt = {record.attempt: record for record in records}
+    for record in records:
+        events.append(
+            AttemptEvent(
+                event_key=f"record:{failure.job_key}:{record.started_at}:{record.attempt}",
+                source="attempt-record",
+                run_id=run_log.run_id,
+                started_at=_parse_iso(record.started_at),
+                ended_at=_parse_iso(record.ended_at),
+                exit_code=record.exit_code,
+                error_type=record.error_class
+                or ("skipped" if record.skipped else None),
+                resource=record.resource,
+                pattern_id=record.pattern_id,
+                evidence=record.evidence,
+                resources=dict(record.resources or {}),
+                slurm_job_id=record.slurm_job_id,
+                slurm_state=None,
+                host=record.host or None,
+            )
+        )
+    details = list(job.attempt_details)
+    for number in range(1, max(job.attempts, 1) + 1):
+        if number in by_attempt:
+            continue
+        detail = details[number - 1] if number - 1 < len(details) else None
+        last = number == max(job.attempts, 1)
+        slurm_ids = job.slurm_job_ids
+        events.append(
+            AttemptEvent(
+                event_key=f"log:{run_log.run_id}:{job.jobid}:{number}",
+                source="snakemake-log",
+                run_id=run_log.run_id,
+                started_at=_aware(detail.started_at) if detail else None,
+                ended_at=failure.failed_at if last else None,
+                exit_code=job.exit_code if last else None,
+                error_type=failure.error_type if last else None,
+                resource=failure.resource if last else None,
+                pattern_id=failure.pattern_id if last else None,
+                evidence=failure.evidence if last else None,
+                resources=_int_resources(detail.resources if detail else job.resources),
+                slurm_job_id=(detail.slurm_job_id if detail else None)
+                or (slurm_ids[number - 1] if number - 1 < len(slurm_ids) else None),
+                slurm_state=job.slurm_state if last else None,
+                host=None,
+            )
+        )
+    events.sort(key=lambda e: (e.started_at or datetime.min.replace(tzinfo=UTC)))
+    return events
+
+
+def _records_in_window(workdir: Path, job, run_log) -> list[AttemptRecord]:
+    records = read_records(workdir, job.rule, job.wildcards)
+    if not records:
+        return []
+    start = _aware(run_log.started_at)
+    end = _aware(run_log.finished_at) or _aware(job.failed_at)
+    if end is None:
+        try:
+            end = datetime.fromtimestamp(Path(run_log.path).stat().st_mtime, UTC)
+        except OSError:
+            end = datetime.now(UTC)
+    chosen = []
+    for record in records:
+        moment = _parse_iso(record.started_at)
+        if moment is None:
+            continue
+        if start is not None and moment < start - WINDOW_SLACK:
+            continue
+        if moment > end + WINDOW_SLACK:
+            continue
+        chosen.append(record)
+    return chosen
+
+
+def _log_paths(job, records: list[AttemptRecord], workdir: Path) -> list[str]:
+    paths = [_display_path(Path(job.log_path), workdir)]
+    paths += list(job.log_files)
+    if job.slurm_log:
+        paths.append(job.slurm_log)
+    for record in records:
+        if record.log and record.log not in paths:
+            paths.append(record.log)
+    unique: list[str] = []
+    for item in paths:
+        if item and item not in unique:
+            unique.append(item)
+    return unique
+
+
+def _int_resources(resources: Mapping | None) -> dict:
+    out: dict = {}
+    for key, value in (resources or {}).items():
+        try:
+            out[key] = int(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Snakemake's log times are local and naive: make them aware (UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.astimezone()  # naive = local time
+    return value.astimezone(UTC)
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return _aware(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
+def _display_path(path: Path, workdir: Path) -> str:
+    try:
+        return str(path.absolute().relative_to(Path(workdir).absolute()))
+    except ValueError:
+        return str(path)
+
+
+def _locks_held(workdir: Path) -> bool:
+    directory = Path(workdir) / LOCK_DIR
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def _load_sessions(workdir: Path, cfg: dict):
+    """The sessions sheet, or None (targets then hold only the job's own outputs)."""
+    sheet = cfg.get("sessions") if isinstance(cfg, dict) else None
+    if not sheet:
+        return None
+    path = Path(sheet)
+    if not path.is_absolute():
+        path = Path(workdir) / path
+    try:
+        from .sheet import load_sessions
+
+        return load_sessions(path)
+    except (NeuroflowError, OSError) as exc:
+        log.warning("cannot read the sessions sheet; targets are the failed jobs' outputs only",
+                    path=str(path), error=str(exc))
+        return None
+
+
+def _maybe_pause(result: LogIngest) -> None:
+    flag = os.environ.get(PAUSE_ENV)
+    if not flag or result.status != "ingested":
+        return
+    Path(flag).write_text(f"{result.run_id}\n")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
