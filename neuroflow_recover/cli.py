@@ -165,6 +165,250 @@ def exec_step(
 
 # === section: dead-letter queue, run, retry, ingest, stats (owner: dlq) ===
 
+
+def _open_db(obj: Context, *, create: bool = True):
+    from .db import open_database
+
+    return open_database(obj.db, obj.directory, create=create)
+
+
+def _load_cfg(obj: Context) -> dict:
+    from .config import load_config
+
+    return load_config(obj.directory, obj.configfiles)
+
+
+def _who() -> str:
+    import getpass
+
+    return os.environ.get("USER") or getpass.getuser()
+
+
+@cli.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--profile", default=None, help="Snakemake profile (passed as --profile).")
+@click.option(
+    "--unlock", is_flag=True, help="Remove a stale Snakemake lock first (no Snakemake running)."
+)
+@click.option(
+    "--delay-scale",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Multiply retry delays (env NEUROFLOW_DELAY_SCALE; e.g. 0.01 in tests) [default: 1].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.argument("snakemake_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+@library_errors
+def run_cmd(obj, profile, unlock, delay_scale, as_json, snakemake_args) -> None:
+    """Run the workflow; retry transient failures with backoff; dead-letter the rest.
+
+    Snakemake options go after `--` (e.g. `run -- --cores 2`). Exit status: 0 when every
+    job succeeded, 1 when anything was dead-lettered or Snakemake failed.
+    """
+    from .runner import run_workflow
+    from .snakemake_cmd import Invocation, split_targets
+
+    options, targets = split_targets(list(snakemake_args))
+    invocation = Invocation(list(obj.configfiles), profile, options)
+    cfg = _load_cfg(obj)
+    db = _open_db(obj)
+    with db.sessions() as session:
+        summary = run_workflow(
+            session, obj.directory, cfg, invocation, targets, delay_scale=delay_scale, unlock=unlock
+        )
+    if as_json:
+        echo_json(summary.to_dict())
+    else:
+        from .report import render_run_summary
+
+        click.echo(render_run_summary(summary))
+    if summary.exit_status:
+        raise click.exceptions.Exit(summary.exit_status)
+
+
+@cli.command("ingest")
+@click.argument("logs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+@library_errors
+def ingest_cmd(obj, logs, as_json) -> None:
+    """Add the failed jobs of Snakemake logs to the queue (default: every new main log)."""
+    from .ingest import ingest_logs
+    from .snakemake_cmd import Invocation
+
+    for path in logs:
+        if not path.exists():
+            raise NeuroflowError(f"no such log: {path}")
+    cfg = _load_cfg(obj)
+    db = _open_db(obj)
+    with db.sessions() as session:
+        report = ingest_logs(
+            session,
+            obj.directory,
+            cfg,
+            list(logs) or None,
+            invocation=Invocation(list(obj.configfiles)).to_dict(),
+        )
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        from .report import render_ingest_report
+
+        click.echo(render_ingest_report(report))
+
+
+@cli.command("list")
+@click.option("--pipeline", default=None, help="Only this pipeline (e.g. qsiprep).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--all", "include_resolved", is_flag=True, help="Include resolved entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@library_errors
+def list_cmd(obj, pipeline, limit, include_resolved, as_json) -> None:
+    """List dead-letter entries, newest first (unresolved only unless --all)."""
+    from .dlq import entry_summary, list_entries
+    from .report import render_table
+
+    db = _open_db(obj, create=False)
+    with db.sessions() as session:
+        entries = list_entries(
+            session, pipeline, include_resolved=include_resolved, limit=limit
+        )
+        if as_json:
+            echo_json([entry_summary(entry) for entry in entries])
+        elif not entries:
+            click.echo("no " + ("" if include_resolved else "unresolved ") + "dead-letter entries")
+        else:
+            click.echo(render_table(entries, show_resolved=include_resolved))
+
+
+@cli.command("show")
+@click.argument("entry_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@library_errors
+def show_cmd(obj, entry_id, as_json) -> None:
+    """Everything about one entry: error, evidence, targets, logs, attempt history."""
+    from .dlq import entry_details, get_entry
+    from .report import render_entry
+
+    db = _open_db(obj, create=False)
+    with db.sessions() as session:
+        entry = get_entry(session, entry_id)
+        if as_json:
+            echo_json(entry_details(entry))
+        else:
+            click.echo(render_entry(entry))
+
+
+@cli.command("retry")
+@click.argument("entry_id", type=int)
+@click.option("--force", is_flag=True, help="Retry even a non-retryable entry.")
+@click.option("--dry-run", is_flag=True, help="Print the Snakemake command, run nothing.")
+@click.option("--unlock", is_flag=True, help="Remove a stale Snakemake lock first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+@library_errors
+def retry_cmd(obj, entry_id, force, dry_run, unlock, as_json) -> None:
+    """Re-run an entry's job (and what depends on it); resolve it only if it succeeds.
+
+    Exit status: 0 when resolved (or --dry-run), 1 when the job failed again.
+    """
+    from .report import render_retry
+    from .runner import retry_entry
+
+    cfg = _load_cfg(obj)
+    db = _open_db(obj, create=False)
+    with db.sessions() as session:
+        outcome = retry_entry(
+            session, entry_id, obj.directory, cfg, force=force, dry_run=dry_run, unlock=unlock
+        )
+    if as_json:
+        echo_json(outcome.to_dict())
+    else:
+        click.echo(render_retry([outcome]))
+    if outcome.still_open:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("retry-all")
+@click.option("--pipeline", required=True, help="Retry every unresolved entry of this pipeline.")
+@click.option("--force", is_flag=True, help="Include non-retryable entries.")
+@click.option("--dry-run", is_flag=True, help="Print the Snakemake command(s), run nothing.")
+@click.option("--unlock", is_flag=True, help="Remove a stale Snakemake lock first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+@library_errors
+def retry_all_cmd(obj, pipeline, force, dry_run, unlock, as_json) -> None:
+    """Retry a pipeline's unresolved entries (one Snakemake run per invocation).
+
+    Exit status: 0 when every retried entry was resolved, 1 when any stays open.
+    """
+    from .report import render_retry
+    from .runner import retry_all
+
+    cfg = _load_cfg(obj)
+    db = _open_db(obj, create=False)
+    with db.sessions() as session:
+        outcomes = retry_all(
+            session, pipeline, obj.directory, cfg, force=force, dry_run=dry_run, unlock=unlock
+        )
+    if as_json:
+        echo_json([outcome.to_dict() for outcome in outcomes])
+    else:
+        click.echo(render_retry(outcomes) if outcomes else f"no unresolved entries for {pipeline}")
+    if any(outcome.still_open for outcome in outcomes):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("resolve")
+@click.argument("entry_id", type=int)
+@click.option("--notes", default=None, help="Why it is resolved.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
+@click.pass_obj
+@library_errors
+def resolve_cmd(obj, entry_id, notes, as_json) -> None:
+    """Mark an entry resolved without a retry (resolved_by = $USER)."""
+    from .dlq import entry_summary, resolve_entry
+
+    db = _open_db(obj, create=False)
+    with db.sessions.begin() as session:
+        entry = resolve_entry(session, entry_id, _who(), notes)
+        data = entry_summary(entry)
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(f"dead-letter entry {entry_id} resolved")
+
+
+@cli.command("stats")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+    show_default=True,
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout.")
+@click.pass_obj
+@library_errors
+def stats_cmd(obj, fmt, output) -> None:
+    """Totals, unresolved, by pipeline, error class and subject."""
+    from .report import queue_stats, render_stats
+
+    db = _open_db(obj, create=False)
+    with db.sessions() as session:
+        text = render_stats(queue_stats(session), fmt)
+    if output is None:
+        click.echo(text)
+        return
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from exc
+    logsetup.get_logger(__name__).info("statistics written", path=str(output))
+
 # === end section: dead-letter queue ===
 
 

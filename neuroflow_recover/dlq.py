@@ -22,7 +22,7 @@ SOURCES = ("snakemake-log", "attempt-record", "retry")
 
 def job_key(rule: str, wildcards: dict[str, str]) -> str:
     """`<rule>/<wildcards key>`, e.g. `qsiparc_parcellate/session-01_subject-01`."""
-    from .layout import wildcards_key
+    from .attempts import wildcards_key
 
     return f"{rule}/{wildcards_key(wildcards)}"
 
@@ -170,9 +170,7 @@ def open_entry(session: Session, key: str) -> DeadLetterEntry | None:
 
 
 def get_entry(session: Session, entry_id: int) -> DeadLetterEntry:
-    entry = session.get(
-        DeadLetterEntry, entry_id, options=[selectinload(DeadLetterEntry.history)]
-    )
+    entry = session.get(DeadLetterEntry, entry_id, options=[selectinload(DeadLetterEntry.history)])
     if entry is None:
         raise EntryNotFound(f"no dead-letter entry with ID {entry_id}")
     return entry

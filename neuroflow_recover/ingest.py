@@ -308,8 +308,7 @@ def _events(job, run_log, records: list[AttemptRecord], failure: JobFailure) -> 
                 started_at=_parse_iso(record.started_at),
                 ended_at=_parse_iso(record.ended_at),
                 exit_code=record.exit_code,
-                error_type=record.error_class
-                or ("skipped" if record.skipped else None),
+                error_type=record.error_class or ("skipped" if record.skipped else None),
                 resource=record.resource,
                 pattern_id=record.pattern_id,
                 evidence=record.evidence,
@@ -441,8 +440,11 @@ def _load_sessions(workdir: Path, cfg: dict):
 
         return load_sessions(path)
     except (NeuroflowError, OSError) as exc:
-        log.warning("cannot read the sessions sheet; targets are the failed jobs' outputs only",
-                    path=str(path), error=str(exc))
+        log.warning(
+            "cannot read the sessions sheet; targets are the failed jobs' outputs only",
+            path=str(path),
+            error=str(exc),
+        )
         return None
 
 

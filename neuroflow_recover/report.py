@@ -24,9 +24,7 @@ FORMATS = ("table", "csv", "json")
 def queue_stats(session: Session) -> dict:
     """Totals, unresolved, and both per pipeline, error class and subject."""
     unresolved = func.sum(case((DeadLetterEntry.resolved.is_(False), 1), else_=0))
-    total, open_count = session.execute(
-        select(func.count(DeadLetterEntry.id), unresolved)
-    ).one()
+    total, open_count = session.execute(select(func.count(DeadLetterEntry.id), unresolved)).one()
     stats: dict = {"total": total or 0, "unresolved": open_count or 0}
     stats["resolved"] = stats["total"] - stats["unresolved"]
     for name, column in STAT_GROUPS:
@@ -42,7 +40,9 @@ def queue_stats(session: Session) -> dict:
 
 def stats_frame(stats: dict) -> pd.DataFrame:
     """Long form: one row per (group, key) with total and unresolved counts."""
-    rows = [{"group": "all", "key": "all", "total": stats["total"], "unresolved": stats["unresolved"]}]
+    rows = [
+        {"group": "all", "key": "all", "total": stats["total"], "unresolved": stats["unresolved"]}
+    ]
     for name, _ in STAT_GROUPS:
         for key, counts in stats[f"by_{name}"].items():
             rows.append({"group": name, "key": key, **counts})

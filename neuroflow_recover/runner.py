@@ -341,7 +341,9 @@ def retry_all(
         groups.setdefault(json.dumps(plan.invocation.to_dict(), sort_keys=True), []).append(plan)
     outcomes: list[RetryOutcome] = []
     for group in groups.values():
-        outcomes += _execute(group, session, workdir, cfg, dry_run=dry_run, unlock=unlock, echo=echo)
+        outcomes += _execute(
+            group, session, workdir, cfg, dry_run=dry_run, unlock=unlock, echo=echo
+        )
         unlock = False
     if skipped:
         outcomes.append(RetryOutcome(sorted(skipped), [], dry_run, skipped=skipped))
@@ -399,8 +401,10 @@ def _execute(
         for plan in plans:
             entry = get_entry(session, plan.entry_id)
             outputs_exist = all((workdir / path).exists() for path in plan.outputs)
-            succeeded = plan.job_key not in failed_keys and outputs_exist and (
-                run.log_path is not None or run.returncode == 0
+            succeeded = (
+                plan.job_key not in failed_keys
+                and outputs_exist
+                and (run.log_path is not None or run.returncode == 0)
             )
             if succeeded:
                 mark_resolved(
