@@ -103,7 +103,6 @@ def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None
             created_at=utcnow(),
         )
         session.add(entry)
-        session.flush()
     entry.pipeline_run_id = failure.jobid
     entry.error_type = failure.error_type
     entry.retryable = failure.retryable
@@ -123,6 +122,7 @@ def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None
     if failure.invocation:
         entry.invocation = dict(failure.invocation)
     entry.updated_at = utcnow()
+    session.flush()
     for event in new_events:
         add_event(session, entry, event)
     return entry

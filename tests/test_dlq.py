@@ -1,0 +1,302 @@
+"""The dead-letter queue models and bookkeeping on real SQLite files."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from neuroflow_recover.db import DEFAULT_DB, open_database
+from neuroflow_recover.dlq import (
+    AttemptEvent,
+    JobFailure,
+    dead_letter,
+    entry_details,
+    get_entry,
+    list_entries,
+    resolve_entry,
+)
+from neuroflow_recover.errors import DatabaseError, EntryNotFound, NeuroflowError
+from neuroflow_recover.models import AttemptHistory, DeadLetterEntry, IngestedLog
+from neuroflow_recover.report import queue_stats, render_stats, stats_frame
+
+
+def failure(
+    rule="qsiparc_parcellate",
+    subject="01",
+    session="01",
+    keys=("run1:3:1",),
+    error_type="ResourceError",
+    retryable=True,
+    pipeline="qsiparc",
+    when=None,
+):
+    wildcards = {"subject": subject}
+    if session is not None:
+        wildcards["session"] = session
+    return JobFailure(
+        rule=rule,
+        wildcards=wildcards,
+        pipeline_name=pipeline,
+        error_type=error_type,
+        retryable=retryable,
+        error_message="RuleException: CalledProcessError ... returned non-zero exit status 137.",
+        events=[
+            AttemptEvent(
+                event_key=key,
+                source="snakemake-log",
+                run_id=key.split(":")[0],
+                exit_code=137,
+                error_type=error_type,
+                resource="memory",
+                evidence="Killed",
+                resources={"mem_mb": 1000 * (n + 1)},
+            )
+            for n, key in enumerate(keys)
+        ],
+        evidence="Killed",
+        resource="memory",
+        exit_code=137,
+        jobid=3,
+        run_id=keys[-1].split(":")[0],
+        failed_at=when or datetime.now(UTC),
+        targets=[f"results/{subject}.txt"],
+        log_paths=["logs/x.log"],
+        invocation={"configfiles": [], "profile": None, "snakemake_args": ["--cores", "1"]},
+        error_details={"output": [f"results/{subject}.txt"]},
+    )
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = open_database(None, tmp_path)
+    yield database
+    database.dispose()
+
+
+def test_default_location_wal_and_schema(tmp_path, db):
+    assert db.path == (tmp_path / DEFAULT_DB).absolute()
+    assert db.path.exists()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    again = open_database(None, tmp_path)  # idempotent
+    with again.sessions() as session:
+        assert session.scalar(select(func.count(DeadLetterEntry.id))) == 0
+    again.dispose()
+
+
+def test_plain_path_and_url(tmp_path):
+    path_db = open_database(str(tmp_path / "a" / "q.db"), tmp_path)
+    assert (tmp_path / "a" / "q.db").exists()
+    url_db = open_database(f"sqlite:///{tmp_path / 'b.db'}", tmp_path)
+    assert (tmp_path / "b.db").exists()
+    path_db.dispose()
+    url_db.dispose()
+
+
+def test_read_only_open_of_missing_database_creates_nothing(tmp_path):
+    with pytest.raises(DatabaseError, match=r"no dead-letter database at .*neuroflow\.db"):
+        open_database(None, tmp_path, create=False)
+    assert not (tmp_path / ".neuroflow").exists()
+
+
+def test_non_database_file_is_a_clear_error(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite\n" * 200)
+    with pytest.raises(DatabaseError, match="not a usable dead-letter database"):
+        open_database(str(junk), tmp_path)
+
+
+def test_foreign_database_and_newer_schema(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE things (a INTEGER)")
+    with pytest.raises(DatabaseError, match="not a neuroflow dead-letter database"):
+        open_database(str(other), tmp_path)
+    newer = open_database(str(tmp_path / "newer.db"), tmp_path)
+    with newer.engine.begin() as conn:
+        conn.execute(text("UPDATE neuroflow_schema SET version = 99"))
+    newer.dispose()
+    with pytest.raises(DatabaseError, match="schema version 99"):
+        open_database(str(tmp_path / "newer.db"), tmp_path)
+
+
+def test_new_failure_then_same_job_extends_open_entry(db):
+    with db.sessions.begin() as session:
+        entry = dead_letter(session, failure(keys=("run1:3:1",)))
+        first_id = entry.id
+    with db.sessions.begin() as session:
+        entry = dead_letter(
+            session, failure(keys=("run2:5:1", "run2:5:2"), error_type="TransientError")
+        )
+        assert entry.id == first_id
+    with db.sessions() as session:
+        entry = get_entry(session, first_id)
+        assert entry.attempts == 3
+        assert [h.attempt for h in entry.history] == [1, 2, 3]
+        assert [h.run_id for h in entry.history] == ["run1", "run2", "run2"]
+        assert entry.error_type == "TransientError"  # the latest failure
+        assert entry.run_id == "run2"
+        assert entry.subject_id == "01" and entry.session_id == "01"
+        assert entry.job_key == "qsiparc_parcellate/session-01_subject-01"
+        assert entry.retry_history[1]["resources"] == {"mem_mb": 1000}
+        assert session.scalar(select(func.count(DeadLetterEntry.id))) == 1
+
+
+def test_recording_the_same_attempts_again_changes_nothing(db):
+    with db.sessions.begin() as session:
+        dead_letter(session, failure(keys=("run1:3:1", "run1:3:2")))
+    before = _dump(db)
+    for _ in range(3):
+        with db.sessions.begin() as session:
+            assert dead_letter(session, failure(keys=("run1:3:1", "run1:3:2"))) is None
+    assert _dump(db) == before
+
+
+def test_one_open_entry_per_job_is_enforced_by_the_database(db):
+    with db.sessions.begin() as session:
+        dead_letter(session, failure())
+    with pytest.raises(IntegrityError):
+        with db.sessions.begin() as session:
+            session.add(
+                DeadLetterEntry(
+                    rule="qsiparc_parcellate",
+                    wildcards={"subject": "01", "session": "01"},
+                    job_key="qsiparc_parcellate/session-01_subject-01",
+                    pipeline_name="qsiparc",
+                    error_type="ResourceError",
+                )
+            )
+
+
+def test_after_resolution_a_new_failure_opens_a_new_entry(db):
+    with db.sessions.begin() as session:
+        first = dead_letter(session, failure(keys=("run1:3:1",))).id
+    with db.sessions.begin() as session:
+        resolved = resolve_entry(session, first, "alice", "fixed the input")
+        assert resolved.resolved_by == "alice"
+    with db.sessions.begin() as session:
+        second = dead_letter(session, failure(keys=("run9:1:1",))).id
+    assert second != first
+    with db.sessions() as session:
+        assert [e.id for e in list_entries(session)] == [second]
+        assert {e.id for e in list_entries(session, include_resolved=True)} == {first, second}
+        old = get_entry(session, first)
+        assert old.resolved and old.resolution_notes == "fixed the input"
+        assert old.resolved_at is not None
+
+
+def test_unknown_and_already_resolved_ids(db):
+    with db.sessions.begin() as session:
+        entry_id = dead_letter(session, failure()).id
+    with db.sessions() as session:
+        with pytest.raises(EntryNotFound, match="no dead-letter entry with ID 42"):
+            get_entry(session, 42)
+    with db.sessions.begin() as session:
+        resolve_entry(session, entry_id, "bob")
+    with pytest.raises(NeuroflowError, match="already resolved"):
+        with db.sessions.begin() as session:
+            resolve_entry(session, entry_id, "bob")
+
+
+def test_list_filters_order_and_limit(db):
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    with db.sessions.begin() as session:
+        for n in range(5):
+            entry = dead_letter(
+                session,
+                failure(
+                    subject=f"{n:02d}",
+                    keys=(f"r{n}:1:1",),
+                    pipeline="qsiprep" if n % 2 else "qsiparc",
+                ),
+            )
+            entry.created_at = base + timedelta(minutes=n)
+    with db.sessions() as session:
+        assert [e.subject_id for e in list_entries(session)] == ["04", "03", "02", "01", "00"]
+        assert [e.subject_id for e in list_entries(session, limit=2)] == ["04", "03"]
+        assert [e.subject_id for e in list_entries(session, "qsiprep")] == ["03", "01"]
+
+
+def test_stats_and_renderings(db):
+    with db.sessions.begin() as session:
+        dead_letter(session, failure(subject="01", keys=("a:1:1",)))
+        dead_letter(
+            session,
+            failure(
+                subject="02",
+                keys=("b:1:1",),
+                error_type="ValidationError",
+                retryable=False,
+                pipeline="bids_conversion",
+                rule="heudiconv_convert",
+            ),
+        )
+        entry = dead_letter(session, failure(subject="02", session="02", keys=("c:1:1",)))
+        resolve_entry(session, entry.id, "carol")
+    with db.sessions() as session:
+        stats = queue_stats(session)
+    assert stats["total"] == 3 and stats["unresolved"] == 2 and stats["resolved"] == 1
+    assert stats["by_pipeline"] == {
+        "bids_conversion": {"total": 1, "unresolved": 1},
+        "qsiparc": {"total": 2, "unresolved": 1},
+    }
+    assert stats["by_error_type"]["ValidationError"] == {"total": 1, "unresolved": 1}
+    assert stats["by_subject"]["02"] == {"total": 2, "unresolved": 1}
+    frame = pd.read_csv(io.StringIO(render_stats(stats, "csv")), dtype={"key": str})
+    assert list(frame.columns) == ["group", "key", "total", "unresolved"]
+    assert frame.equals(stats_frame(stats).astype({"key": str}))
+    table = render_stats(stats, "table")
+    assert "unresolved:    2" in table and "bids_conversion  1 / 1" in table
+
+
+def test_entry_details_has_everything(db):
+    with db.sessions.begin() as session:
+        entry_id = dead_letter(session, failure(keys=("run1:3:1", "run1:3:2"))).id
+    with db.sessions() as session:
+        data = entry_details(get_entry(session, entry_id))
+    for key in (
+        "targets",
+        "log_paths",
+        "slurm_job_ids",
+        "invocation",
+        "evidence",
+        "history",
+        "error_message",
+        "wildcards",
+        "pattern_id",
+        "exit_code",
+    ):
+        assert key in data
+    assert len(data["history"]) == 2
+    assert data["invocation"]["snakemake_args"] == ["--cores", "1"]
+
+
+def test_deleting_an_entry_deletes_its_history(db):
+    with db.sessions.begin() as session:
+        entry_id = dead_letter(session, failure(keys=("x:1:1", "x:1:2"))).id
+    with db.sessions.begin() as session:
+        session.delete(get_entry(session, entry_id))
+    with db.sessions() as session:
+        assert session.scalar(select(func.count(AttemptHistory.id))) == 0
+        assert session.scalar(select(func.count(IngestedLog.id))) == 0
+
+
+def _dump(db) -> tuple:
+    with db.sessions() as session:
+        entries = [
+            (e.id, e.job_key, e.attempts, e.error_type, e.resolved)
+            for e in session.scalars(select(DeadLetterEntry).order_by(DeadLetterEntry.id))
+        ]
+        history = [
+            (h.entry_id, h.event_key, h.attempt)
+            for h in session.scalars(select(AttemptHistory).order_by(AttemptHistory.id))
+        ]
+    return entries, history
