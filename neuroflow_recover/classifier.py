@@ -58,15 +58,17 @@ Messages the step runner emits (the exact wording this module recognises)
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources as importlib_resources
+from pathlib import Path
 from typing import IO, Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, NeuroflowError
 
 ERROR_CLASSES = (
     "TransientError",
@@ -86,6 +88,11 @@ EVIDENCE_MAX = 500  # characters of the evidence line kept
 HEAD_BYTES = 64 * 1024  # scanned from the start of a big text
 TAIL_BYTES = 4 * 1024 * 1024  # scanned from the end of a big text
 PACK_RESOURCE = "patterns.yaml"
+DEFAULT_CONFIGFILE = "config/config.yaml"  # as config.DEFAULT_CONFIGFILE
+
+
+class LogReadError(NeuroflowError):
+    """The text to classify cannot be read (missing file, a directory, no permission)."""
 
 
 @dataclass(frozen=True)
@@ -470,11 +477,29 @@ def classify(
 
 
 def classify_input(
-    stream: IO[bytes],
+    source: str | os.PathLike | IO[bytes],
     exit_code: int | None = None,
     slurm_state: str | None = None,
-    cfg: Mapping | None = None,
+    workdir: str | os.PathLike | None = None,
+    configfiles: Iterable[str] = (),
 ) -> Classification:
-    """Classify a binary stream with the shipped pack plus `cfg`'s user patterns, if any."""
+    """Classify a log file (path) or a binary stream (stdin) as the step runner would.
+
+    The user patterns of the workflow config are used when there is one: the given
+    `configfiles`, or `workdir`/config/config.yaml when it exists. A broken config raises
+    ConfigError and an unreadable file LogReadError (the CLI reports both, exit 1).
+    """
+    configfiles = tuple(configfiles)
+    cfg = None
+    if configfiles or (workdir is not None and (Path(workdir) / DEFAULT_CONFIGFILE).is_file()):
+        from .config import load_config
+
+        cfg = load_config(workdir if workdir is not None else ".", configfiles)
     classifier = Classifier.from_config(cfg) if cfg else default_classifier()
-    return classifier.classify_stream(stream, exit_code=exit_code, slurm_state=slurm_state)
+    if hasattr(source, "read"):
+        return classifier.classify_stream(source, exit_code=exit_code, slurm_state=slurm_state)
+    try:
+        with open(source, "rb") as stream:
+            return classifier.classify_stream(stream, exit_code=exit_code, slurm_state=slurm_state)
+    except OSError as exc:
+        raise LogReadError(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
