@@ -90,6 +90,39 @@ def cli(
 
 # === section: classify (owner: classifier) ===
 
+
+@cli.command("classify")
+@click.option("--exit-code", type=int, default=None, help="The tool's exit code, if known.")
+@click.option(
+    "--slurm-state", default=None, metavar="STATE",
+    help="The SLURM job state (OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, FAILED, ...), if known.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print class, retryable, resource, "
+              "pattern id and evidence as JSON.")
+@click.argument("file", metavar="FILE|-")
+@click.pass_obj
+@library_errors
+def classify_cmd(
+    obj: Context, exit_code: int | None, slurm_state: str | None, as_json: bool, file: str
+) -> None:
+    """Classify a failure log (FILE, or - for stdin): print its error class.
+
+    Uses the shipped pattern pack plus the workflow config's error_handling.patterns
+    (DIRECTORY/config/config.yaml and --configfile, when present).
+    """
+    from .classifier import classify_input
+
+    source = click.get_binary_stream("stdin") if file == "-" else file
+    result = classify_input(
+        source, exit_code=exit_code, slurm_state=slurm_state,
+        workdir=obj.directory, configfiles=obj.configfiles,
+    )
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.error_class)
+
+
 # === end section: classify ===
 
 # === section: exec (owner: step runner) ===
