@@ -144,7 +144,8 @@ class IngestContext:
     cfg: dict
     invocation: dict
     classifier: object
-    sessions: list | None
+    _sessions: list | None = None
+    _sessions_loaded: bool = False
 
     @classmethod
     def build(cls, workdir: Path, cfg: dict, invocation: dict | None = None) -> IngestContext:
@@ -155,8 +156,15 @@ class IngestContext:
             cfg=cfg,
             invocation=dict(invocation or {}),
             classifier=Classifier.from_config(cfg),
-            sessions=_load_sessions(workdir, cfg),
         )
+
+    @property
+    def sessions(self) -> list | None:
+        """The sessions sheet (read on first use: only the workflow's own rules need it)."""
+        if not self._sessions_loaded:
+            self._sessions = _load_sessions(self.workdir, self.cfg)
+            self._sessions_loaded = True
+        return self._sessions
 
 
 def ingest_log(
@@ -290,7 +298,8 @@ def build_failure(context: IngestContext, run_log, job) -> JobFailure:
             "tail": list(records[-1].tail) if records else [],
         },
     )
-    failure.targets = targets_for(failure, context.cfg, context.sessions)
+    sessions = context.sessions if job.rule in RULE_STAGE else None
+    failure.targets = targets_for(failure, context.cfg, sessions)
     failure.events = _events(job, run_log, records, failure)
     return failure
 

@@ -6,7 +6,6 @@ import io
 import json
 from datetime import datetime
 
-import pandas as pd
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
@@ -38,8 +37,10 @@ def queue_stats(session: Session) -> dict:
     return stats
 
 
-def stats_frame(stats: dict) -> pd.DataFrame:
-    """Long form: one row per (group, key) with total and unresolved counts."""
+def stats_frame(stats: dict):
+    """Long form (a pandas DataFrame): one row per (group, key), total and unresolved counts."""
+    import pandas as pd
+
     rows = [
         {"group": "all", "key": "all", "total": stats["total"], "unresolved": stats["unresolved"]}
     ]

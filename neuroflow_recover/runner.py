@@ -191,12 +191,9 @@ def _should_retry(failure: JobFailure, policies: dict) -> bool:
 
 
 def _policy(policies: dict, pipeline: str):
-    policy = policies.get(pipeline) or policies.get("default")
-    if policy is None:
-        from .retry import RetryPolicy
+    from .retry import get_retry_policy
 
-        policy = RetryPolicy()
-    return policy
+    return get_retry_policy(pipeline, policies)
 
 
 def _countdown(
