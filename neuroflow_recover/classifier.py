@@ -150,6 +150,62 @@ def format_not_starting(rule: str, attempt: int, previous: Classification) -> st
 # ----------------------------------------------------------------------------- patterns
 
 
+MIN_HINT = 3  # shortest literal worth a pre-check
+
+
+def _literal_run(items) -> str:
+    """The longest run of consecutive literal characters in a parsed sequence."""
+    from re import _constants as c  # noqa: PLC0415 - CPython's parser constants
+
+    best = cur = ""
+    for op, arg in items:
+        if op is c.LITERAL:
+            cur += chr(arg)
+            best = max(best, cur, key=len)
+        elif op is c.SUBPATTERN and len(arg[-1]) == 1 and arg[-1][0][0] is c.LITERAL:
+            cur += chr(arg[-1][0][1])  # a one-character group: still a literal
+            best = max(best, cur, key=len)
+        else:
+            cur = ""
+    return best
+
+
+def _sequence_hints(items) -> tuple[str, ...] | None:
+    """Literals one of which a match of the parsed sequence `items` must contain."""
+    from re import _constants as c  # noqa: PLC0415
+
+    run = _literal_run(items)
+    if len(run) >= MIN_HINT:
+        return (run,)
+    for op, arg in items:  # a required group or alternation (not under a repeat)
+        if op is c.BRANCH:
+            alternatives = [_sequence_hints(list(alt)) for alt in arg[1]]
+            if all(alternatives):
+                return tuple(h for alt in alternatives for h in alt)
+        elif op is c.SUBPATTERN:
+            found = _sequence_hints(list(arg[-1]))
+            if found:
+                return found
+    return None
+
+
+def required_literals(regex: str) -> tuple[str, ...] | None:
+    """Literals one of which every match of `regex` contains, or None when unknown.
+
+    Used to skip a pattern whose literals are nowhere in the text (``str.__contains__`` is
+    far faster than a regex search without a literal prefix). Uses CPython's regex parser;
+    on any surprise it returns None and the regex is simply always run.
+    """
+    if re.search(r"\(\?[aiLmsux]*i", regex) or re.compile(regex).flags & re.IGNORECASE:
+        return None  # case-insensitive somewhere: a literal check would be wrong
+    try:
+        from re import _parser as parser  # noqa: PLC0415
+
+        return _sequence_hints(list(parser.parse(regex)))
+    except Exception:  # noqa: BLE001 - an optimisation only
+        return None
+
+
 @dataclass(frozen=True)
 class Pattern:
     """One classifier pattern (shipped or from the config)."""
@@ -165,9 +221,16 @@ class Pattern:
     user: bool = False
     compiled: re.Pattern = field(init=False, repr=False, compare=False)
 
+    hints: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         flags = re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0)
         object.__setattr__(self, "compiled", re.compile(self.regex, flags))
+        object.__setattr__(self, "hints", None if self.ignore_case else required_literals(self.regex))
+
+    def may_match(self, text: str) -> bool:
+        """False when none of the literals every match needs is in `text` (a fast pre-check)."""
+        return self.hints is None or any(h in text for h in self.hints)
 
 
 @dataclass(frozen=True)
@@ -358,6 +421,8 @@ def _resolve(pattern: Pattern, m: re.Match) -> tuple[str, str | None] | None:
 
 def _last_match(pattern: Pattern, text: str) -> Match | None:
     """The last line of `text` on which `pattern` matches (one search per matching line)."""
+    if not pattern.may_match(text):
+        return None
     rx = pattern.compiled
     found: Match | None = None
     pos = 0
