@@ -1,0 +1,44 @@
+# DICOM -> BIDS, one job per session (HeudiConv + dcm2niix, `-b notop`), and the top-level
+# dataset_description.json written once by a tiny local rule.
+
+
+rule bids_describe:
+    output:
+        description=LAYOUT.dataset_description,
+    log:
+        LAYOUT.describe_log,
+    run:
+        write_dataset_description(output.description, log[0])
+
+
+rule heudiconv_convert:
+    input:
+        # existence is checked; their timestamps never re-run finished sessions
+        dicom=lambda wildcards: ancient(session_of(wildcards).dicom_dir),
+        heuristic=ancient(config["heuristic"]),
+    output:
+        files=LAYOUT.bids_session_files("{subject}", "{session}"),
+    log:
+        LAYOUT.log("heudiconv_convert", "{subject}", "{session}"),
+    benchmark:
+        LAYOUT.benchmark("heudiconv_convert", "{subject}", "{session}")
+    retries: retries("heudiconv_convert")
+    conda:
+        "../envs/tools.yaml"
+    threads: resource("heudiconv_convert", "threads")
+    resources:
+        mem_mb=resource("heudiconv_convert", "mem_mb"),
+        runtime=resource("heudiconv_convert", "runtime"),
+        disk_mb=resource("heudiconv_convert", "disk_mb"),
+        attempt=attempt_number,
+    params:
+        step=step_runner,
+        expect=lambda wildcards, output: expect_args(output),
+        tool=heudiconv_tool,
+    shell:
+        "{params.step} --rule heudiconv_convert"
+        " --wildcards subject={wildcards.subject} --wildcards session={wildcards.session}"
+        " --attempt {resources.attempt} --log {log:q} {params.expect}"
+        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
+        " --disk-mb {resources.disk_mb} --threads {threads}"
+        " -- {params.tool}"
