@@ -112,7 +112,7 @@ def classify_cmd(
     """
     from .classifier import classify_input
 
-    source = click.get_binary_stream("stdin") if file == "-" else file
+    source = sys.stdin.buffer if file == "-" else file
     result = classify_input(
         source, exit_code=exit_code, slurm_state=slurm_state,
         workdir=obj.directory, configfiles=obj.configfiles,
