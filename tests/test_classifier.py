@@ -469,3 +469,29 @@ def test_classifier_compiles_once():
     assert Classifier().pack is shipped_pack()
     clf = Classifier()
     assert all(p.compiled is q.compiled for p, q in zip(clf.patterns, Classifier().patterns))
+
+
+@pytest.mark.parametrize(
+    "text, pattern_id",
+    [
+        ("Command 'x' returned non-zero exit status 137.", "exit_status_137"),
+        ("Return code: 137", "exit_status_137"),
+        ("exit_code=137", "exit_status_137"),
+        ("Complete log(s): /tmp/fixtures/exit137/.snakemake/log/a.snakemake.log", None),
+        ("wrote results/exit124/sub-01.txt", None),
+        ("timeout: the monitored command dumped core; exit status 124", "exit_status_124"),
+    ],
+)
+def test_exit_status_texts_need_a_separator(text, pattern_id):
+    assert classify(text).pattern_id == pattern_id
+
+
+def test_snakemake_missing_output_exception():
+    text = (
+        'MissingOutputException in rule qsiparc_parcellate in file "workflow/rules/qsiparc.smk", line 3:\n'
+        "Job 4 completed successfully, but some output files are missing. Missing files after 5 seconds.\n"
+    )
+    result = classify(text)
+    assert (result.error_class, result.pattern_id) == ("ValidationError", "snakemake_missing_output")
+    # a job block's "reason: Missing output files" line is no failure
+    assert classify("    reason: Missing output files: results/a.txt").pattern_id is None
