@@ -301,6 +301,7 @@ class _Exception:
 
     text: _Text
     timestamp: datetime | None
+    lineno: int = 0
     rule: str | None = None  # MissingOutputException names its rule
     jobid: int | None = None  # ... and its jobid
     claimed: bool = False
@@ -319,6 +320,8 @@ class _Parser:
         self.rule_exceptions: deque[_Exception] = deque(maxlen=64)
         self.run_errors: list[str] = []  # the run's own exceptions (LockException, ...)
         self.now: datetime | None = None  # last timestamp line
+        self.lineno = 0
+        self.attempt_line: dict[int, int] = {}  # jobid -> line of its current attempt's block
         self.first_time: datetime | None = None
         self.header_date: datetime | None = None
         self.version: str | None = None
@@ -334,6 +337,7 @@ class _Parser:
         self.block_kind = ""
         self.block_rule = ""
         self.block_time: datetime | None = None
+        self.block_line = 0
         self.block_local = False
         self.shell_text: _Text | None = None
         self.exc: _Exception | None = None
@@ -368,6 +372,7 @@ class _Parser:
             attempt.threads = int(threads)
         previous.append(attempt)
         self.pending_restart.discard(jobid)
+        self.attempt_line[jobid] = self.block_line  # where the attempt's job block starts
         return attempt
 
     def _end_job_block(self) -> None:
@@ -385,10 +390,11 @@ class _Parser:
             return
         self._new_attempt(jobid, self.block_rule, fields, self.block_time)
 
-    def _claim_exception(self, shell: str | None) -> _Exception | None:
+    def _claim_exception(self, shell: str | None, since: int) -> _Exception | None:
         """The RuleException of an error block: the one quoting its shell command, else the
-        most recent one (Snakemake prints it just before the error block)."""
-        candidates = self.rule_exceptions
+        most recent one (Snakemake prints it just before the error block); never one printed
+        before the attempt started."""
+        candidates = [e for e in self.rule_exceptions if e.lineno > since]
         if not candidates:
             return None
         chosen = candidates[-1]
@@ -398,7 +404,7 @@ class _Parser:
                 if first in exc.text.text():
                     chosen = exc
                     break
-        candidates.remove(chosen)
+        self.rule_exceptions.remove(chosen)
         chosen.claimed = True
         return chosen
 
@@ -435,7 +441,7 @@ class _Parser:
         if shell is not None:
             attempt.shell = shell.strip("\n")
         parts: list[str] = []
-        exc = self._claim_exception(attempt.shell)
+        exc = self._claim_exception(attempt.shell, self.attempt_line.get(jobid, 0))
         if exc is not None:
             parts.append(exc.text.text())
         message = fields.get("message", "None")
@@ -585,6 +591,7 @@ class _Parser:
                 self.block = {}
                 self.block_rule = m.group(2)
                 self.block_time = self.now
+                self.block_line = self.lineno
                 self.last_event_terminal_error = False
                 return
         if line.startswith("Error in rule "):
@@ -620,6 +627,7 @@ class _Parser:
                 if m:
                     # a rule with `message:`: no rule name, wildcards or resources printed
                     self.seen_marker = True
+                    self.block_line = self.lineno
                     jobid = int(m.group(1))
                     current = self._attempt_for(jobid)
                     if current is None or current.status != "running" or jobid in self.pending_restart:
@@ -669,7 +677,7 @@ class _Parser:
             return
         if line == "RuleException:" or line.startswith("Waiting at most") or _EXCEPTION_START.match(line):
             self.mode = "exception"
-            self.exc = _Exception(text=_Text(), timestamp=self.now)
+            self.exc = _Exception(text=_Text(), timestamp=self.now, lineno=self.lineno)
             self.exc.text.add(line)
             return
         if not self.seen_marker and line.startswith(_MARKERS):
@@ -699,6 +707,7 @@ class _Parser:
         if len(self.jobs[jobid]) == 1:
             # succeeded at once: nothing to report, keep memory flat on huge logs
             del self.jobs[jobid]
+            self.attempt_line.pop(jobid, None)
 
     def _submitted(self, jobid: int, slurm_id: str, log: str) -> None:
         self.slurm = True
@@ -864,6 +873,7 @@ def parse_log(path: str | Path) -> RunLog:
                     not_utf8 += 1
                     line = raw.decode("utf-8", errors="replace")
                 line = line.rstrip("\r\n")
+                parser.lineno = lineno
                 parser.feed(line)
                 if lineno == SNIFF_LINES and not parser.seen_marker:
                     raise LogFormatError(_unknown_format(path, not_utf8))
