@@ -53,6 +53,11 @@ Messages the step runner emits (the exact wording this module recognises)
       neuroflow: not starting <rule> attempt <n>: attempt <n-1> failed with <Class>[/<resource>]: <evidence>
 
   Build it with :func:`format_not_starting`. Both lines must start at the beginning of a line.
+* Also recognised (so re-classifying a rule log gives the step runner's verdict): its summary
+  ``neuroflow: <rule> attempt <n> failed (exit <code>): <Class>[/<resource>] [<pattern>]: ...``
+  (that class, priority 100), ``neuroflow: cannot start <tool>: ...`` (ConfigurationError)
+  and ``neuroflow: <tool> interrupted by SIG<NAME> ... (not a time limit)`` (TransientError);
+  its time-limit line carries SLURM's words ``DUE TO TIME LIMIT`` (ResourceError/runtime).
 """
 
 from __future__ import annotations

@@ -495,3 +495,25 @@ def test_snakemake_missing_output_exception():
     assert (result.error_class, result.pattern_id) == ("ValidationError", "snakemake_missing_output")
     # a job block's "reason: Missing output files" line is no failure
     assert classify("    reason: Missing output files: results/a.txt").pattern_id is None
+
+
+@pytest.mark.parametrize(
+    "line, cls, resource",
+    [
+        ("neuroflow: qsiprep_preprocess attempt 1 failed (exit 137): ResourceError/memory [exit:137]: exit code 137",
+         "ResourceError", "memory"),
+        ("neuroflow: heudiconv_convert attempt 2 failed (exit 1): ConfigurationError [freesurfer_license]: ERROR: x",
+         "ConfigurationError", None),
+        ("neuroflow: qsiparc_parcellate attempt 1 failed (exit -15): TransientError [neuroflow:signal]: interrupted",
+         "TransientError", None),
+        ("neuroflow: cannot start qsiprep: No such file or directory", "ConfigurationError", None),
+        ("neuroflow: qsiprep interrupted by SIGTERM after 12 s (not a time limit)", "TransientError", None),
+        ("neuroflow: qsiprep stopped by SIGTERM DUE TO TIME LIMIT of SLURM job 12 after 3590 s (runtime 60 min)",
+         "ResourceError", "runtime"),
+    ],
+)
+def test_step_runner_lines_reclassify_to_its_verdict(line, cls, resource):
+    tool_output = "230707-10:34:45 nipype.workflow INFO: running\n\tKilled\n"
+    result = classify(tool_output + line + "\n")
+    assert (result.error_class, result.resource) == (cls, resource)
+    assert result.evidence == line
