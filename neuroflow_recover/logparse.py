@@ -186,10 +186,10 @@ _MARKERS = (
     "Execute ",
     "Provided remote nodes:",
 )
-# lines that end a free-text section (exception text, shown logs are exempt)
+# lines that end a free-text section (exception text, shell command; shown logs are exempt)
+_EXECUTE = re.compile(r"Execute \d+ jobs\.\.\.")
 _STRUCTURAL_PREFIXES = (
     "Select jobs to execute",
-    "Execute ",
     "Trying to restart job",
     "Finished jobid:",
     "Shutting down",
@@ -200,10 +200,6 @@ _STRUCTURAL_PREFIXES = (
     "Removing output files of failed job",
     "Will exit after finishing",
     "Error in rule ",
-    "localrule ",
-    "rule ",
-    "localcheckpoint ",
-    "checkpoint ",
     "Job stats:",
     "Building DAG of jobs",
     "Submitted array job",
@@ -214,6 +210,10 @@ def _is_structural(line: str) -> bool:
     if line.startswith(_STRUCTURAL_PREFIXES):
         return True
     if line.startswith("[") and _TIMESTAMP.fullmatch(line):
+        return True
+    if line.startswith(("localrule ", "rule ", "localcheckpoint ", "checkpoint ")):
+        return bool(_JOB_HEADER.fullmatch(line))
+    if line.startswith("Execute ") and _EXECUTE.fullmatch(line):
         return True
     if line.startswith("Job ") and (_SUBMITTED.fullmatch(line) or _MESSAGE_JOB.fullmatch(line)):
         return True
@@ -270,7 +270,7 @@ def exit_code_from_text(text: str) -> int | None:
 
 
 class _Text:
-    """A bounded multi-line text: keeps the head and the tail when it grows too long."""
+    """A bounded multi-line text: keeps the last `limit` characters (a traceback's end)."""
 
     __slots__ = ("lines", "size", "dropped", "limit")
 
@@ -318,7 +318,8 @@ class _Parser:
         self.warnings: list[str] = []
         # RuleException texts not yet attributed to an error block (printed just before it)
         self.rule_exceptions: deque[_Exception] = deque(maxlen=64)
-        self.run_errors: list[str] = []  # the run's own exceptions (LockException, ...)
+        # the run's own exceptions (LockException, ...); the last ones if there are many
+        self.run_errors: deque[str] = deque(maxlen=100)
         self.now: datetime | None = None  # last timestamp line
         self.lineno = 0
         self.attempt_line: dict[int, int] = {}  # jobid -> line of its current attempt's block
