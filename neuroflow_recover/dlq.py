@@ -229,6 +229,7 @@ def entry_summary(entry: DeadLetterEntry) -> dict:
         "attempts": entry.attempts,
         "retryable": entry.retryable,
         "resolved": entry.resolved,
+        "resolved_by": entry.resolved_by,
         "failed_at": _iso(entry.failed_at),
         "created_at": _iso(entry.created_at),
     }
@@ -255,7 +256,6 @@ def entry_details(entry: DeadLetterEntry) -> dict:
             "invocation": entry.invocation,
             "updated_at": _iso(entry.updated_at),
             "resolved_at": _iso(entry.resolved_at),
-            "resolved_by": entry.resolved_by,
             "resolution_notes": entry.resolution_notes,
             "history": entry.retry_history,
         }

@@ -194,17 +194,16 @@ def ingest_log(
     if session.scalar(select(IngestedLog.id).where(IngestedLog.sha256 == digest)) is not None:
         log.info("log already ingested", path=shown)
         return LogIngest(shown, run_id, "already-ingested")
+    locked = _locks_held(context.workdir)
     try:
         run_log = parse_log(path)
     except LogFormatError as exc:
+        if locked:
+            return _in_progress(shown, run_id)
         log.warning("not a Snakemake log we can read, skipped", path=shown, error=str(exc))
         return LogIngest(shown, run_id, "unreadable", message=str(exc))
-    if not run_log.complete and _locks_held(context.workdir):
-        log.warning(
-            "log belongs to a run still in progress (Snakemake holds .snakemake/locks), skipped",
-            path=shown,
-        )
-        return LogIngest(shown, run_log.run_id, "in-progress", message="run in progress")
+    if locked and not run_log.complete:
+        return _in_progress(shown, run_log.run_id)
     result = LogIngest(shown, run_log.run_id, "ingested")
     for job in run_log.failed_jobs:
         failure = build_failure(context, run_log, job)
@@ -237,6 +236,13 @@ def ingest_log(
     )
     session.flush()
     return result
+
+
+def _in_progress(shown: str, run_id: str) -> LogIngest:
+    log.warning(
+        "log of a run still in progress (Snakemake holds .snakemake/locks), skipped", path=shown
+    )
+    return LogIngest(shown, run_id, "in-progress", message="run in progress")
 
 
 def build_failure(context: IngestContext, run_log, job) -> JobFailure:

@@ -238,6 +238,8 @@ def render_retry(outcomes) -> str:
             label = "would run" if outcome.dry_run else "ran"
             ids = ", ".join(map(str, outcome.entry_ids))
             lines.append(f"entries {ids}: {label}: {show_command(outcome.command)}")
+        for entry_id, why in outcome.skipped.items():
+            lines.append(f"  entry {entry_id}: skipped, {why}")
         if outcome.dry_run:
             continue
         if outcome.returncode is not None:
@@ -248,8 +250,6 @@ def render_retry(outcomes) -> str:
             lines.append(f"  entry {entry_id}: resolved (the job succeeded)")
         for entry_id in outcome.still_open:
             lines.append(f"  entry {entry_id}: still open (the job failed again or did not run)")
-        for entry_id, why in outcome.skipped.items():
-            lines.append(f"  entry {entry_id}: skipped, {why}")
         if outcome.new_entries:
             lines.append(
                 f"  new entries for other jobs: {', '.join(map(str, outcome.new_entries))}"

@@ -1,0 +1,162 @@
+"""Ingesting real Snakemake logs into the dead-letter queue (idempotent, classified, robust)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from dlq_workflows import behave, main_logs, make_toy_workflow, snakemake
+from neuroflow_recover.config import load_config
+from neuroflow_recover.db import open_database
+from neuroflow_recover.dlq import entry_details
+from neuroflow_recover.ingest import ingest_logs
+from neuroflow_recover.models import AttemptHistory, DeadLetterEntry, IngestedLog
+
+pytestmark = pytest.mark.workflow
+
+NO_DICOM = "Error: Unable to find any DICOM images in dicom/01 (or subfolders 5 deep)"
+STALE = "OSError: [Errno 116] Stale file handle"
+
+
+def _two_failing_runs(root: Path, use_exec: bool) -> Path:
+    make_toy_workflow(root, [("01", "1"), ("01", "2"), ("02", "1")], use_exec=use_exec)
+    behave(root, "01", "2", f"until|fixed|1|{NO_DICOM}")
+    behave(root, "02", "1", f"times|1|1|{STALE}")
+    first = snakemake(root, "--keep-going")
+    assert first.returncode != 0, first.stderr
+    second = snakemake(root, "--keep-going")  # 02_1 now succeeds, 01_2 fails again
+    assert second.returncode != 0, second.stderr
+    assert len(main_logs(root)) == 2
+    return root
+
+
+@pytest.fixture(scope="module")
+def plain_runs(tmp_path_factory) -> Path:
+    return _two_failing_runs(tmp_path_factory.mktemp("plain"), use_exec=False)
+
+
+@pytest.fixture(scope="module")
+def exec_runs(tmp_path_factory) -> Path:
+    return _two_failing_runs(tmp_path_factory.mktemp("exec"), use_exec=True)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def _snapshot(db) -> tuple:
+    with db.sessions() as session:
+        entries = [
+            (
+                e.id,
+                e.job_key,
+                e.pipeline_name,
+                e.subject_id,
+                e.session_id,
+                e.error_type,
+                e.retryable,
+                e.attempts,
+                e.evidence,
+                tuple(e.targets),
+                e.resolved,
+            )
+            for e in session.scalars(select(DeadLetterEntry).order_by(DeadLetterEntry.id))
+        ]
+        history = [
+            (h.entry_id, h.event_key, h.attempt, h.error_type, h.source)
+            for h in session.scalars(select(AttemptHistory).order_by(AttemptHistory.id))
+        ]
+        logs = [
+            (row.sha256, row.run_id, row.n_failed)
+            for row in session.scalars(select(IngestedLog).order_by(IngestedLog.id))
+        ]
+    return entries, history, logs
+
+
+def test_ingesting_the_same_logs_three_times_leaves_the_same_rows(plain_runs, tmp_path):
+    root = _copy(plain_runs, tmp_path / "wf")
+    cfg = load_config(root)
+    db = open_database(None, root)
+    snapshots = []
+    for n in range(3):
+        with db.sessions() as session:
+            report = ingest_logs(session, root, cfg)
+        statuses = [item.status for item in report.logs]
+        assert statuses == (["ingested"] * 2 if n == 0 else ["already-ingested"] * 2)
+        # explicit paths too: still nothing new
+        with db.sessions() as session:
+            again = ingest_logs(session, root, cfg, main_logs(root))
+        assert {item.status for item in again.logs} == {"already-ingested"}
+        snapshots.append(_snapshot(db))
+    assert snapshots[0] == snapshots[1] == snapshots[2]
+    entries, history, logs = snapshots[0]
+    assert len(entries) == 2 and len(logs) == 2
+    by_job = {e[1]: e for e in entries}
+    validation = by_job["toy_step/session-2_subject-01"]
+    assert validation[2:8] == ("toy_step", "01", "2", "ValidationError", False, 2)
+    assert "Unable to find any DICOM images" in validation[8]
+    assert validation[9] == ("results/01/2.txt",)
+    # 02_1 failed in run 1 and succeeded in run 2, which rewrote its rule log: without an
+    # attempt record only the main log's "exit status 1" is left (see the exec test)
+    transient = by_job["toy_step/session-1_subject-02"]
+    assert transient[5:8] == ("NonRetryableError", False, 1)
+    assert [h[4] for h in history] == ["snakemake-log"] * 3
+    db.dispose()
+
+
+def test_attempt_records_give_the_classification_and_history(exec_runs, tmp_path):
+    root = _copy(exec_runs, tmp_path / "wf")
+    db = open_database(None, root)
+    with db.sessions() as session:
+        ingest_logs(session, root, load_config(root))
+    with db.sessions() as session:
+        entries = {e.job_key: e for e in session.scalars(select(DeadLetterEntry))}
+        data = entry_details(entries["toy_step/session-2_subject-01"])
+    assert data["error_type"] == "ValidationError" and data["retryable"] is False
+    assert data["pattern_id"]  # the step runner's pattern id
+    assert [h["source"] for h in data["history"]] == ["attempt-record", "attempt-record"]
+    first = data["history"][0]
+    assert first["exit_code"] == 1
+    assert first["resources"]["mem_mb"] == 100
+    assert first["host"]
+    assert "Unable to find any DICOM images" in first["evidence"]
+    assert "logs/toy_step/01_2.log" in data["log_paths"]
+    # the record kept the evidence the rule log lost when the job succeeded in run 2
+    transient = entries["toy_step/session-1_subject-02"]
+    assert (transient.error_type, transient.pattern_id) == ("TransientError", "stale_nfs")
+    db.dispose()
+
+
+def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, tmp_path):
+    root = _copy(plain_runs, tmp_path / "wf")
+    log_dir = root / ".snakemake" / "log"
+    (log_dir / "2000-01-01T000000.000001.snakemake.log").write_bytes(bytes(range(256)) * 64)
+    (log_dir / "2000-01-01T000000.000002.snakemake.log").write_text("")
+    db = open_database(None, root)
+    with db.sessions() as session:
+        report = ingest_logs(session, root, load_config(root))
+    status = {Path(item.path).name: item.status for item in report.logs}
+    assert status["2000-01-01T000000.000001.snakemake.log"] == "unreadable"
+    assert [status[log.name] for log in main_logs(root)[-2:]] == ["ingested", "ingested"]
+    assert len(report.entry_ids) == 2
+    ingested = list(status.values()).count("ingested")
+    with db.sessions() as session:
+        assert session.scalar(select(func.count(IngestedLog.id))) == ingested
+
+    # a run in progress: Snakemake holds .snakemake/locks and its log has no end yet
+    growing = log_dir / "2099-01-01T000000.000001.snakemake.log"
+    first_log = main_logs(root)[-1].read_text().splitlines(keepends=True)
+    growing.write_text("".join(first_log[: max(5, len(first_log) // 3)]))
+    locks = root / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.input.lock").write_text("results/01/1.txt\n")
+    with db.sessions() as session:
+        report = ingest_logs(session, root, load_config(root), [growing])
+    assert [item.status for item in report.logs] == ["in-progress"]
+    with db.sessions() as session:
+        assert session.scalar(select(func.count(IngestedLog.id))) == ingested
+    db.dispose()
