@@ -114,7 +114,7 @@ def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None
     entry.exit_code = failure.exit_code
     entry.slurm_state = failure.slurm_state
     entry.run_id = failure.run_id
-    entry.failed_at = failure.failed_at or utcnow()
+    entry.failed_at = _utc(failure.failed_at) or utcnow()
     if failure.targets:
         entry.targets = list(failure.targets)
     entry.log_paths = _union(entry.log_paths, failure.log_paths)
@@ -140,8 +140,8 @@ def add_event(session: Session, entry: DeadLetterEntry, event: AttemptEvent) -> 
         event_key=event.event_key,
         attempt=(count or 0) + 1,
         run_id=event.run_id,
-        started_at=event.started_at,
-        ended_at=event.ended_at,
+        started_at=_utc(event.started_at),
+        ended_at=_utc(event.ended_at),
         exit_code=event.exit_code,
         error_type=event.error_type,
         resource=event.resource,
@@ -269,6 +269,13 @@ def _union(old: list | None, new: list | None) -> list:
         if item not in merged:
             merged.append(item)
     return merged
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Stored times are UTC (SQLite keeps no zone): convert aware times, keep naive ones."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC)
 
 
 def _iso(value: datetime | None) -> str | None:

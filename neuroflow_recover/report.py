@@ -87,7 +87,7 @@ LIST_COLUMNS = (
     ("ERROR CLASS", "error_type"),
     ("RESOURCE", "resource"),
     ("ATTEMPTS", "attempts"),
-    ("FAILED AT", "failed_at"),
+    ("FAILED AT (UTC)", "failed_at"),
 )
 
 
@@ -133,7 +133,7 @@ def render_entry(entry: DeadLetterEntry) -> str:
         f"  SLURM state:  {_cell(data['slurm_state'])}",
         f"  SLURM jobs:   {', '.join(data['slurm_job_ids']) or '-'}",
         f"  attempts:     {data['attempts']}",
-        f"  first failed: {data['created_at']}",
+        f"  queued at:    {data['created_at']}",
         f"  last failed:  {data['failed_at']}  (run {_cell(data['run_id'])},"
         f" jobid {_cell(data['pipeline_run_id'])})",
         f"  evidence:     {_cell(data['evidence'])}",

@@ -1,0 +1,301 @@
+"""The dead-letter commands through click's CliRunner: exact exit codes and output."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from neuroflow_recover.cli import cli
+from neuroflow_recover.db import open_database
+from neuroflow_recover.dlq import AttemptEvent, JobFailure, dead_letter, get_entry
+
+WHEN_1 = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+WHEN_2 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+def _failure(rule, pipeline, subject, session, error_type, retryable, when, keys, **extra):
+    wildcards = {"subject": subject} | ({"session": session} if session else {})
+    return JobFailure(
+        rule=rule,
+        wildcards=wildcards,
+        pipeline_name=pipeline,
+        error_type=error_type,
+        retryable=retryable,
+        error_message=extra.get("message", "CalledProcessError: non-zero exit status 1."),
+        events=[
+            AttemptEvent(
+                event_key=key,
+                source="attempt-record",
+                run_id="2026-03-01T123000.000001",
+                started_at=when,
+                exit_code=extra.get("exit_code", 1),
+                error_type=error_type,
+                resource=extra.get("resource"),
+                evidence=extra.get("evidence"),
+                resources={"mem_mb": 2000 * (n + 1), "runtime": 30},
+                host="node7",
+            )
+            for n, key in enumerate(keys)
+        ],
+        evidence=extra.get("evidence"),
+        pattern_id=extra.get("pattern_id"),
+        resource=extra.get("resource"),
+        exit_code=extra.get("exit_code", 1),
+        jobid=4,
+        run_id="2026-03-01T123000.000001",
+        failed_at=when,
+        targets=extra.get("targets", []),
+        log_paths=extra.get("log_paths", []),
+        slurm_job_ids=extra.get("slurm_job_ids", []),
+        invocation={"configfiles": [], "profile": None, "snakemake_args": ["--cores", "2"]},
+        error_details={"output": extra.get("targets", [])[:1]},
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """A workflow directory with a config and a queue of two entries (IDs 1 and 2)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("{}\n")
+    db = open_database(None, tmp_path)
+    with db.sessions.begin() as session:
+        first = dead_letter(
+            session,
+            _failure(
+                "qsiparc_parcellate",
+                "qsiparc",
+                "01",
+                "1",
+                "ResourceError",
+                True,
+                WHEN_1,
+                ["rec:a", "rec:b"],
+                resource="memory",
+                exit_code=137,
+                evidence="MemoryError",
+                pattern_id="python_memoryerror",
+                targets=["results/qsiparc/sub-01/ses-1/done.txt"],
+                log_paths=["logs/qsiparc/01_1.log"],
+                slurm_job_ids=["881", "882"],
+            ),
+        )
+        second = dead_letter(
+            session,
+            _failure(
+                "heudiconv_convert",
+                "bids_conversion",
+                "02",
+                "1",
+                "ValidationError",
+                False,
+                WHEN_2,
+                ["rec:c"],
+                evidence="Error: Unable to find any DICOM images in dicom/02 (or subfolders 5 deep)",
+                pattern_id="dcm2niix_no_dicom",
+                exit_code=2,
+                targets=["results/bids/sub-02/ses-1/.done"],
+            ),
+        )
+        first.created_at, second.created_at = WHEN_1, WHEN_2
+    db.dispose()
+    return tmp_path
+
+
+def invoke(workdir: Path, *args: str, env: dict | None = None):
+    return CliRunner().invoke(
+        cli, ["-d", str(workdir), *args], env={"NEUROFLOW_DB": None, **(env or {})}
+    )
+
+
+LIST_TABLE = """\
+ID  PIPELINE         SUBJECT  SESSION  RULE                ERROR CLASS      RESOURCE  ATTEMPTS  FAILED AT (UTC)
+2   bids_conversion  02       1        heudiconv_convert   ValidationError  -         1         2026-03-02 08:00
+1   qsiparc          01       1        qsiparc_parcellate  ResourceError    memory    2         2026-03-01 12:30
+"""
+
+
+def test_list_table_newest_first(workdir):
+    result = invoke(workdir, "list")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == LIST_TABLE
+
+
+def test_list_filters_limit_all_and_json(workdir):
+    only = invoke(workdir, "list", "--pipeline", "qsiparc", "--json")
+    assert only.exit_code == 0
+    data = json.loads(only.stdout)
+    assert [(e["id"], e["pipeline"], e["attempts"]) for e in data] == [(1, "qsiparc", 2)]
+    assert json.loads(invoke(workdir, "list", "--limit", "1", "--json").stdout)[0]["id"] == 2
+    assert invoke(workdir, "resolve", "2").exit_code == 0
+    assert [e["id"] for e in json.loads(invoke(workdir, "list", "--json").stdout)] == [1]
+    everything = invoke(workdir, "list", "--all")
+    assert everything.stdout.splitlines()[0].endswith("FAILED AT (UTC)   RESOLVED")
+    assert [line.split()[0] for line in everything.stdout.splitlines()[1:]] == ["2", "1"]
+    assert everything.stdout.splitlines()[1].endswith("yes")
+    assert invoke(workdir, "list", "--pipeline", "qsiprep").stdout == (
+        "no unresolved dead-letter entries\n"
+    )
+
+
+def test_show_everything(workdir):
+    result = invoke(workdir, "show", "1")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Dead-letter entry 1  [unresolved]"
+    for expected in (
+        "  pipeline:     qsiparc",
+        "  rule:         qsiparc_parcellate",
+        "  wildcards:    session=1, subject=01",
+        "  error class:  ResourceError",
+        "  resource:     memory",
+        "  pattern:      python_memoryerror",
+        "  exit code:    137",
+        "  SLURM jobs:   881, 882",
+        "  attempts:     2",
+        "  evidence:     MemoryError",
+        "    results/qsiparc/sub-01/ses-1/done.txt",
+        "    logs/qsiparc/01_1.log",
+        "    #1  2026-03-01T12:30:00+00:00  run 2026-03-01T123000.000001  exit 137  ResourceError"
+        " (memory)  [attempt-record]",
+        "        resources: mem_mb=2000, runtime=30",
+        "        resources: mem_mb=4000, runtime=30",
+        "        host:      node7",
+    ):
+        assert expected in lines, expected
+    second = invoke(workdir, "show", "2")
+    assert (
+        "  error class:  ValidationError  (not retryable: `retry` needs --force)" in second.stdout
+    )
+    data = json.loads(invoke(workdir, "show", "1", "--json").stdout)
+    assert data["targets"] == ["results/qsiparc/sub-01/ses-1/done.txt"]
+    assert [h["attempt"] for h in data["history"]] == [1, 2]
+    assert data["invocation"]["snakemake_args"] == ["--cores", "2"]
+
+
+def test_unknown_ids_change_nothing(workdir):
+    db_file = workdir / ".neuroflow" / "neuroflow.db"
+    before = invoke(workdir, "list", "--all", "--json").stdout
+    for args in (["show", "42"], ["resolve", "42"], ["retry", "42"], ["retry", "42", "--dry-run"]):
+        result = invoke(workdir, *args)
+        assert result.exit_code == 1, args
+        assert result.stderr == "Error: no dead-letter entry with ID 42\n", args
+        assert result.stdout == ""
+    assert invoke(workdir, "list", "--all", "--json").stdout == before
+    assert db_file.exists()
+
+
+def test_read_only_commands_on_a_missing_database(tmp_path):
+    for args in (["list"], ["show", "1"], ["stats"], ["resolve", "1"]):
+        result = invoke(tmp_path, *args)
+        assert result.exit_code == 1, args
+        assert result.stderr == (
+            f"Error: no dead-letter database at {tmp_path / '.neuroflow' / 'neuroflow.db'} "
+            "(run `neuroflow-recover ingest` or `run` first)\n"
+        )
+    assert not (tmp_path / ".neuroflow").exists()
+
+
+def test_not_a_database(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"\x00garbage" * 500)
+    result = invoke(tmp_path, "--db", str(junk), "list")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {junk} is not a usable dead-letter database")
+    assert "Traceback" not in result.output
+
+
+def test_resolve_records_the_user_and_notes(workdir):
+    result = invoke(
+        workdir, "resolve", "1", "--notes", "re-acquired the scan", env={"USER": "dana"}
+    )
+    assert result.exit_code == 0
+    assert result.stdout == "dead-letter entry 1 resolved\n"
+    db = open_database(None, workdir, create=False)
+    with db.sessions() as session:
+        entry = get_entry(session, 1)
+        assert (entry.resolved, entry.resolved_by) == (True, "dana")
+        assert entry.resolution_notes == "re-acquired the scan"
+    db.dispose()
+    again = invoke(workdir, "resolve", "1")
+    assert again.exit_code == 1
+    assert again.stderr.startswith("Error: dead-letter entry 1 is already resolved (by dana at ")
+
+
+STATS_TABLE = """\
+Dead-letter queue
+  total entries: 2
+  unresolved:    2
+  resolved:      0
+
+By pipeline (unresolved / total):
+  bids_conversion  1 / 1
+  qsiparc          1 / 1
+
+By error class (unresolved / total):
+  ResourceError    1 / 1
+  ValidationError  1 / 1
+
+By subject (unresolved / total):
+  01  1 / 1
+  02  1 / 1
+"""
+
+STATS_CSV = """\
+group,key,total,unresolved
+all,all,2,2
+pipeline,bids_conversion,1,1
+pipeline,qsiparc,1,1
+error_type,ResourceError,1,1
+error_type,ValidationError,1,1
+subject,01,1,1
+subject,02,1,1
+"""
+
+
+def test_stats_formats_and_output_file(workdir, tmp_path):
+    assert invoke(workdir, "stats").stdout == STATS_TABLE
+    csv = invoke(workdir, "stats", "--format", "csv")
+    assert csv.exit_code == 0 and csv.stdout == STATS_CSV
+    frame = pd.read_csv(io.StringIO(csv.stdout), dtype={"key": str})
+    assert frame.loc[frame.group == "subject", "key"].tolist() == ["01", "02"]
+    data = json.loads(invoke(workdir, "stats", "--format", "json").stdout)
+    assert data["by_error_type"]["ValidationError"] == {"total": 1, "unresolved": 1}
+    out = tmp_path / "stats.csv"
+    written = invoke(workdir, "stats", "--format", "csv", "--output", str(out))
+    assert written.exit_code == 0 and written.stdout == ""
+    assert out.read_text() == STATS_CSV
+    bad = invoke(workdir, "stats", "--format", "xml")
+    assert bad.exit_code == 2 and "Invalid value for '--format'" in bad.stderr
+
+
+def test_retry_refuses_non_retryable_and_dry_run_prints_the_command(workdir):
+    refused = invoke(workdir, "retry", "2")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "Error: dead-letter entry 2 is a ValidationError, which is not retryable: fix the cause "
+        "first, then `retry 2 --force` (or `resolve 2`)\n"
+    )
+    dry = invoke(workdir, "retry", "2", "--force", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.endswith("snakemake --cores 2 -- results/bids/sub-02/ses-1/.done\n")
+    assert dry.stdout.startswith("entries 2: would run: ")
+    payload = json.loads(invoke(workdir, "retry", "1", "--dry-run", "--json").stdout)
+    assert payload["dry_run"] is True and payload["resolved"] == []
+    assert payload["command"].endswith("--cores 2 -- results/qsiparc/sub-01/ses-1/done.txt")
+    listed = json.loads(invoke(workdir, "list", "--json").stdout)
+    assert [(e["id"], e["resolved"], e["attempts"]) for e in listed] == [
+        (2, False, 1),
+        (1, False, 2),
+    ]
+
+
+def test_retry_all_with_nothing_to_do(workdir):
+    result = invoke(workdir, "retry-all", "--pipeline", "qsiprep")
+    assert result.exit_code == 0
+    assert result.stdout == "no unresolved entries for qsiprep\n"
