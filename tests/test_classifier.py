@@ -517,3 +517,16 @@ def test_step_runner_lines_reclassify_to_its_verdict(line, cls, resource):
     result = classify(tool_output + line + "\n")
     assert (result.error_class, result.resource) == (cls, resource)
     assert result.evidence == line
+
+
+@pytest.mark.parametrize(
+    "text, cls",
+    [
+        ("2026-11-28 15:00:00 ERROR No dseg files found in derivatives/qsirecon with given filters.", "ValidationError"),
+        ("ERROR tck2connectome not found on PATH. Install MRtrix3 to use this command.", "ConfigurationError"),
+        # the warning of `qsiparc run` is not a failure cause
+        ("WARNING tck2connectome not found on PATH — connectome construction will be skipped.", "RetryableError"),
+    ],
+)
+def test_qsiparc_messages(text, cls):
+    assert classify(text).error_class == cls
