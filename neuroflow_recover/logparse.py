@@ -103,7 +103,7 @@ class FailedJob:
     def attempt(self) -> int | None:
         """The workflow's `attempt` resource of the last attempt, when the rule has one."""
         value = self.resources.get("attempt")
-        return int(value) if value is not None and value.isdigit() else None
+        return _small_int(value)
 
 
 @dataclass
@@ -127,7 +127,10 @@ class RunLog:
     run_id: str
     started_at: datetime | None
     finished_at: datetime | None
-    complete: bool  # the run reached its end ("Complete log(s):" or "steps (100%) done")
+    # the run reached its end: "Complete log(s):", "steps (100%) done", "Nothing to be
+    # done", "Unlocked working directory" or a workflow error (LockException, ...) as the
+    # last thing in the log
+    complete: bool
     failed: bool  # the run reported a failed job
     jobs_finished: int
     failed_jobs: list[FailedJob]
@@ -147,29 +150,29 @@ _TIMESTAMP = re.compile(
     r" +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})\]"
 )
 _JOB_HEADER = re.compile(r"(local)?(?:checkpoint|rule) ([A-Za-z_][\w]*):")
-_MESSAGE_JOB = re.compile(r"Job (\d+): (.*)")
+_MESSAGE_JOB = re.compile(r"Job (\d{1,18}): (.*)")
 _ERROR_HEADER = re.compile(r"Error in rule ([A-Za-z_][\w]*):")
 _FIELD = re.compile(r"    ([A-Za-z_][\w-]*): ?(.*)")
-_RESTART = re.compile(r"Trying to restart job (\d+)\.")
-_FINISHED = re.compile(r"Finished jobid: (\d+) \(Rule: ([\w]+)\)")
-_PROGRESS = re.compile(r"(\d+) of (\d+) steps \(([\d.]+)%\) done")
-_SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\S+) \(log: (.*)\)\.")
+_RESTART = re.compile(r"Trying to restart job (\d{1,18})\.")
+_FINISHED = re.compile(r"Finished jobid: (\d{1,18}) \(Rule: ([\w]+)\)")
+_PROGRESS = re.compile(r"(\d{1,18}) of (\d{1,18}) steps \(([\d.]+)%\) done")
+_SUBMITTED = re.compile(r"Job (\d{1,18}) has been submitted with SLURM jobid (\S+) \(log: (.*)\)\.")
 _ARRAY_SUBMITTED = re.compile(
-    r"Submitted array job with Snakemake IDs ([\d,]+) and SLURM job ID (\d+)\."
-    r" The individual task IDs are (\d+)-(\d+)\."
+    r"Submitted array job with Snakemake IDs ((?:\d{1,18},)*\d{1,18}) and SLURM job ID (\d{1,18})\."
+    r" The individual task IDs are (\d{1,18})-(\d{1,18})\."
 )
 _SLURM_FAILED = re.compile(r"SLURM-job '([^']+)' failed.*?SLURM status is: '([A-Z_]+)'")
 _EXCEPTION_START = re.compile(r"[A-Z]\w*(?:Exception|Error)(?::|\s+in\s)")
-_MISSING_OUTPUT_JOB = re.compile(r"Job (\d+) +completed successfully, but some output files are missing")
+_MISSING_OUTPUT_JOB = re.compile(r"Job (\d{1,18}) +completed successfully, but some output files are missing")
 _MISSING_OUTPUT_RULE = re.compile(r"MissingOutputException in rule (\w+)")
-_EXIT_STATUS = re.compile(r"returned non-zero exit status (-?\d+)")
-_DIED_SIGNAL = re.compile(r"died with <Signals\.\w+: (\d+)>")
-_SRUN_EXIT = re.compile(r"srun: error: .*: tasks? [\d,-]+: Exited with exit code (\d+)")
+_EXIT_STATUS = re.compile(r"returned non-zero exit status (-?\d{1,9})\b")
+_DIED_SIGNAL = re.compile(r"died with <Signals\.\w+: (\d{1,3})>")
+_SRUN_EXIT = re.compile(r"srun: error: .*: tasks? [\d,-]+: Exited with exit code (\d{1,9})\b")
 _LIST_SPLIT = re.compile(r", (?=[A-Za-z_][\w]*=)")
 _LOG_SUFFIX_NOTE = " (check log file(s) for error details)"
 _SHELL_END = "        (command exited with non-zero exit code)"
 _HEADER_FIELD = re.compile(r"  (Date|Snakemake version|Working directory): (.*)")
-_ELAPSED = re.compile(r"Elapsed time: (?:(\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_ELAPSED = re.compile(r"Elapsed time: (?:(\d{1,6}) days?, )?(\d{1,2}):(\d\d):(\d\d(?:\.\d{1,9})?)")
 _RUN_ID_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d{6}(?:\.\d+)?)")
 # lines that occur in every kind of Snakemake main log (used to recognise one)
 _MARKERS = (
@@ -218,6 +221,13 @@ def _is_structural(line: str) -> bool:
     if line.startswith("Job ") and (_SUBMITTED.fullmatch(line) or _MESSAGE_JOB.fullmatch(line)):
         return True
     return bool(_PROGRESS.fullmatch(line))
+
+
+_SMALL_INT = re.compile(r"[0-9]{1,18}")
+
+
+def _small_int(text: str | None) -> int | None:
+    return int(text) if text is not None and _SMALL_INT.fullmatch(text.strip()) else None
 
 
 def _timestamp(line: str) -> datetime | None:
@@ -368,9 +378,7 @@ class _Parser:
             benchmark=fields.get("benchmark") or None,
             reason=fields.get("reason"),
         )
-        threads = fields.get("threads", "")
-        if threads.isdigit():
-            attempt.threads = int(threads)
+        attempt.threads = _small_int(fields.get("threads"))
         previous.append(attempt)
         self.pending_restart.discard(jobid)
         self.attempt_line[jobid] = self.block_line  # where the attempt's job block starts
@@ -378,11 +386,10 @@ class _Parser:
 
     def _end_job_block(self) -> None:
         fields = self.block
-        jobid_text = fields.get("jobid", "")
-        if not jobid_text.isdigit():
+        jobid = _small_int(fields.get("jobid"))
+        if jobid is None:
             self.warnings.append(f"job block of rule {self.block_rule} without a jobid skipped")
             return
-        jobid = int(jobid_text)
         current = self._attempt_for(jobid)
         if current is not None and current.status == "running" and jobid not in self.pending_restart:
             # the same attempt printed again (e.g. a group job): merge what is new
@@ -412,11 +419,10 @@ class _Parser:
     def _end_error_block(self) -> None:
         fields = self.block
         rule = self.block_rule
-        jobid_text = fields.get("jobid", "")
-        if not jobid_text.isdigit():
+        jobid = _small_int(fields.get("jobid"))
+        if jobid is None:
             self.warnings.append(f"error block of rule {rule} without a jobid skipped")
             return
-        jobid = int(jobid_text)
         attempt = self._attempt_for(jobid)
         if attempt is None or attempt.status == "finished" or jobid in self.pending_restart:
             # no job block seen for it (log starts late, or an unprinted job): build one
@@ -749,10 +755,12 @@ class _Parser:
         started = _run_id_time(self.run_id) or self.header_date or self.first_time
         finished = None
         if complete:
+            finished = self.now or started
             if started is not None and self.elapsed is not None:
-                finished = started + self.elapsed
-            else:
-                finished = self.now or started
+                try:
+                    finished = started + self.elapsed
+                except OverflowError:
+                    pass
         warnings = list(self.warnings)
         if not complete and (self.jobs or self.seen_marker and self.version):
             warnings.append("the log ends before the run did (killed, truncated or still running)")
@@ -880,9 +888,15 @@ def parse_log(path: str | Path) -> RunLog:
                     raise LogFormatError(_unknown_format(path, not_utf8))
     except OSError as exc:
         raise LogFormatError(f"{path}: cannot read the log ({exc.strerror or exc})") from exc
+    except (ValueError, OverflowError, LookupError, RecursionError, MemoryError) as exc:
+        # a bug or a format this parser does not know: still a clean error, with the line
+        raise LogFormatError(f"{path}: cannot parse line {lineno}: {type(exc).__name__}: {exc}") from exc
     if lineno and not parser.seen_marker:
         raise LogFormatError(_unknown_format(path, not_utf8))
-    run = parser.result(complete_lines)
+    try:
+        run = parser.result(complete_lines)
+    except (ValueError, OverflowError, LookupError) as exc:
+        raise LogFormatError(f"{path}: cannot parse: {type(exc).__name__}: {exc}") from exc
     if not_utf8:
         run.warnings.append(f"{not_utf8} line(s) are not valid UTF-8; undecodable bytes were replaced")
     return run

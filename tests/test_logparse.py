@@ -446,10 +446,60 @@ def test_mangled_real_logs_never_crash(tmp_path, seed):
     path.write_text("".join(lines))
     try:
         run = parse_log(path)
-    except LogFormatError:
+    except LogFormatError as exc:
+        assert "cannot parse" not in str(exc)  # the parser's own safety net did not fire
         return
     for job in run.failed_jobs:
         assert job.attempts >= 1
+
+
+LOGLIKE = [
+    "[Sat Nov 28 15:03:21 2026]",
+    "[Sat Feb 31 25:03:21 0000]",
+    "localrule r{n}:",
+    "rule r{n}:",
+    "Error in rule r{n}:",
+    "    jobid: {n}",
+    "    wildcards: subject={n}, session=²",
+    "    resources: attempt={n}, threads={n}, mem=1 GB",
+    "    threads: {n}",
+    "    log: a.log, {n}.log (check log file(s) for error details)",
+    "    message: SLURM-job '{n}' failed, SLURM status is: 'TIMEOUT'. Reason: x",
+    "    shell:",
+    "        (command exited with non-zero exit code)",
+    "RuleException:",
+    "Command 'x' returned non-zero exit status {n}.",
+    "Command 'x' died with <Signals.SIGKILL: {n}>.",
+    "Trying to restart job {n}.",
+    "Finished jobid: {n} (Rule: r)",
+    "{n} of {n} steps (100%) done",
+    "Job {n}: converting",
+    "Job {n} has been submitted with SLURM jobid {n} (log: x/{n}.log).",
+    "Submitted array job with Snakemake IDs {n},{n} and SLURM job ID {n}. The individual task IDs are {n}-{n}.",
+    "Waiting at most {n} seconds for missing files:",
+    "MissingOutputException in rule r in file x, line 1:",
+    "Job {n}  completed successfully, but some output files are missing.",
+    "Logfile x.log:",
+    "==========",
+    "Elapsed time: {n} days, 99:99:99.5",
+    "Complete log(s): x",
+    "LockException:",
+    "",
+]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_loglike_garbage_never_crashes(tmp_path, seed):
+    """Random sequences of log-like lines with odd numbers (huge, negative, non-ASCII)."""
+    rng = random.Random(seed)
+    numbers = ["0", "1", "-1", "9" * 30, "٣", "1" * 5000, "137"]
+    lines = ["Building DAG of jobs..."]
+    for _ in range(3000):
+        lines.append(rng.choice(LOGLIKE).replace("{n}", rng.choice(numbers)))
+    path = tmp_path / "x.snakemake.log"
+    path.write_text("\n".join(lines) + "\n")
+    run = parse_log(path)  # it starts like a Snakemake log: parsed as far as possible
+    assert isinstance(run, RunLog)
 
 
 def test_large_log_is_streamed(tmp_path):
