@@ -447,6 +447,15 @@ def _last_match(pattern: Pattern, text: str) -> Match | None:
     return found
 
 
+def _best(matches: list[Match]) -> Match | None:
+    """Highest priority, then the latest line; on a tie the earlier-listed pattern."""
+    best: Match | None = None
+    for m in matches:  # in pattern order (user patterns first)
+        if best is None or (m.pattern.priority, m.line_start) > (best.pattern.priority, best.line_start):
+            best = m
+    return best
+
+
 def _evidence(line: str) -> str:
     line = line.strip()
     return line if len(line) <= EVIDENCE_MAX else line[: EVIDENCE_MAX - 3] + "..."
@@ -487,11 +496,8 @@ class Classifier:
         return found
 
     def best_match(self, text: str) -> Match | None:
-        best: Match | None = None
-        for m in self.matches(text):  # in pattern order: ties keep the earlier pattern
-            if best is None or (m.pattern.priority, m.line_start) > (best.pattern.priority, best.line_start):
-                best = m
-        return best
+        """The winning pattern match of `text` (highest priority, then the last line)."""
+        return _best(self.matches(text))
 
     def classify(
         self,
@@ -502,16 +508,12 @@ class Classifier:
         """Classify failure text (see the module docstring for the precedence)."""
         text = decode(text or "")
         found = self.matches(text)
-        best: Match | None = None
-        for m in found:
-            if best is None or (m.pattern.priority, m.line_start) > (best.pattern.priority, best.line_start):
-                best = m
+        best = _best(found)
 
         state = normalize_slurm_state(slurm_state)
         rule = self.pack.slurm_states.get(state) if state else None
         if rule is not None:
-            same = [m for m in found if m.error_class == rule.error_class and m.resource == rule.resource]
-            support = max(same, key=lambda m: (m.pattern.priority, m.line_start), default=None)
+            support = _best([m for m in found if (m.error_class, m.resource) == (rule.error_class, rule.resource)])
             evidence = _evidence(support.line) if support else f"SLURM state: {state}"
             return make_classification(rule.error_class, rule.resource, f"slurm:{state}", evidence)
 
