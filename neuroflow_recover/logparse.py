@@ -89,7 +89,9 @@ class FailedJob:
     resources: dict[str, str]  # of the last attempt, as printed
     output: list[str]
     log_files: list[str]  # rule log files (without the SLURM log)
-    message: str  # the error text of the main log (RuleException / CalledProcessError / SLURM line)
+    message: (
+        str  # the error text of the main log (RuleException / CalledProcessError / SLURM line)
+    )
     exit_code: int | None = None
     slurm_job_ids: list[str] = field(default_factory=list)  # every attempt's, in order
     slurm_log: str | None = None  # last attempt's SLURM log
@@ -144,7 +146,9 @@ class RunLog:
 
 # ---------------------------------------------------------------------------- patterns
 
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)
+}
 _TIMESTAMP = re.compile(
     r"\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r" +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})\]"
@@ -156,14 +160,19 @@ _FIELD = re.compile(r"    ([A-Za-z_][\w-]*): ?(.*)")
 _RESTART = re.compile(r"Trying to restart job (\d{1,18})\.")
 _FINISHED = re.compile(r"Finished jobid: (\d{1,18}) \(Rule: ([\w]+)\)")
 _PROGRESS = re.compile(r"(\d{1,18}) of (\d{1,18}) steps \(([\d.]+)%\) done")
-_SUBMITTED = re.compile(r"Job (\d{1,18}) has been submitted with SLURM jobid (\S+) \(log: (.*)\)\.")
+_SUBMITTED = re.compile(
+    r"Job (\d{1,18}) has been submitted with SLURM jobid (\S+) \(log: (.*)\)\."
+)
 _ARRAY_SUBMITTED = re.compile(
-    r"Submitted array job with Snakemake IDs ((?:\d{1,18},)*\d{1,18}) and SLURM job ID (\d{1,18})\."
+    r"Submitted array job with Snakemake IDs ((?:\d{1,18},)*\d{1,18})"
+    r" and SLURM job ID (\d{1,18})\."
     r" The individual task IDs are (\d{1,18})-(\d{1,18})\."
 )
 _SLURM_FAILED = re.compile(r"SLURM-job '([^']+)' failed.*?SLURM status is: '([A-Z_]+)'")
 _EXCEPTION_START = re.compile(r"[A-Z]\w*(?:Exception|Error)(?::|\s+in\s)")
-_MISSING_OUTPUT_JOB = re.compile(r"Job (\d{1,18}) +completed successfully, but some output files are missing")
+_MISSING_OUTPUT_JOB = re.compile(
+    r"Job (\d{1,18}) +completed successfully, but some output files are missing"
+)
 _MISSING_OUTPUT_RULE = re.compile(r"MissingOutputException in rule (\w+)")
 _EXIT_STATUS = re.compile(r"returned non-zero exit status (-?\d{1,9})\b")
 _DIED_SIGNAL = re.compile(r"died with <Signals\.\w+: (\d{1,3})>")
@@ -236,7 +245,9 @@ def _timestamp(line: str) -> datetime | None:
         return None
     month, day, hh, mm, ss, year = m.groups()
     try:
-        return datetime(int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss)).astimezone()
+        return datetime(
+            int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss)
+        ).astimezone()
     except (ValueError, OverflowError, OSError):
         return None
 
@@ -312,15 +323,14 @@ class _Exception:
     text: _Text
     timestamp: datetime | None
     lineno: int = 0
-    rule: str | None = None  # MissingOutputException names its rule
-    jobid: int | None = None  # ... and its jobid
-    claimed: bool = False
 
 
 class _Parser:
     def __init__(self, path: Path):
         self.path = path
-        self.run_id = path.name[: -len(LOG_SUFFIX)] if path.name.endswith(LOG_SUFFIX) else path.stem
+        self.run_id = (
+            path.name[: -len(LOG_SUFFIX)] if path.name.endswith(LOG_SUFFIX) else path.stem
+        )
         self.jobs: dict[int, list[JobAttempt]] = {}
         self.restarts: dict[int, int] = {}
         self.pending_restart: set[int] = set()
@@ -345,18 +355,15 @@ class _Parser:
         # block state
         self.mode = "top"  # top | job | error | shell | exception | shown_header | shown
         self.block: dict[str, str] = {}
-        self.block_kind = ""
         self.block_rule = ""
         self.block_time: datetime | None = None
         self.block_line = 0
-        self.block_local = False
         self.shell_text: _Text | None = None
         self.exc: _Exception | None = None
         self.shown_path = ""
         self.shown_sep = ""
         self.shown_text: _Text | None = None
-        self.last_error_attempt: JobAttempt | None = None
-        self.message_job: tuple[int, str] | None = None
+        self.last_error_attempt: JobAttempt | None = None  # where --show-failed-logs copies go
 
     # ------------------------------------------------------------------ blocks
     def _attempt_for(self, jobid: int) -> JobAttempt | None:
@@ -391,7 +398,11 @@ class _Parser:
             self.warnings.append(f"job block of rule {self.block_rule} without a jobid skipped")
             return
         current = self._attempt_for(jobid)
-        if current is not None and current.status == "running" and jobid not in self.pending_restart:
+        if (
+            current is not None
+            and current.status == "running"
+            and jobid not in self.pending_restart
+        ):
             # the same attempt printed again (e.g. a group job): merge what is new
             if not current.wildcards:
                 current.wildcards = _split_assignments(fields.get("wildcards", ""))
@@ -413,7 +424,6 @@ class _Parser:
                     chosen = exc
                     break
         self.rule_exceptions.remove(chosen)
-        chosen.claimed = True
         return chosen
 
     def _end_error_block(self) -> None:
@@ -433,7 +443,11 @@ class _Parser:
         slurm_log = attempt.slurm_log
         rule_logs = []
         for f in files:
-            if slurm_log and (f == slurm_log or _looks_like_slurm_log(f, rule) and Path(f).name == Path(slurm_log).name):
+            if slurm_log and (
+                f == slurm_log
+                or _looks_like_slurm_log(f, rule)
+                and Path(f).name == Path(slurm_log).name
+            ):
                 continue
             if slurm_log is None and _looks_like_slurm_log(f, rule):
                 slurm_log = f
@@ -485,14 +499,12 @@ class _Parser:
             # a MissingOutputException is the job's only failure record (no error block)
             jobid = int(m.group(1))
             rule_m = _MISSING_OUTPUT_RULE.search(text)
-            exc.jobid = jobid
-            exc.rule = rule_m.group(1) if rule_m else None
-            exc.claimed = True
+            rule = rule_m.group(1) if rule_m else ""
             attempt = self._attempt_for(jobid)
             if attempt is None or attempt.status == "finished":
-                attempt = self._new_attempt(jobid, exc.rule or "", {}, exc.timestamp)
-            if not attempt.rule and exc.rule:
-                attempt.rule = exc.rule
+                attempt = self._new_attempt(jobid, rule, {}, exc.timestamp)
+            if not attempt.rule:
+                attempt.rule = rule
             attempt.message = f"{attempt.message}\n{text}" if attempt.message else text
             attempt.status = "failed"
             attempt.ended_at = exc.timestamp
@@ -637,7 +649,11 @@ class _Parser:
                     self.block_line = self.lineno
                     jobid = int(m.group(1))
                     current = self._attempt_for(jobid)
-                    if current is None or current.status != "running" or jobid in self.pending_restart:
+                    if (
+                        current is None
+                        or current.status != "running"
+                        or jobid in self.pending_restart
+                    ):
                         attempt = self._new_attempt(jobid, "", {}, self.now)
                         attempt.reason = m.group(2)
                     return
@@ -682,7 +698,11 @@ class _Parser:
                     days=int(days or 0), hours=int(h), minutes=int(mi), seconds=float(s)
                 )
             return
-        if line == "RuleException:" or line.startswith("Waiting at most") or _EXCEPTION_START.match(line):
+        if (
+            line == "RuleException:"
+            or line.startswith("Waiting at most")
+            or _EXCEPTION_START.match(line)
+        ):
             self.mode = "exception"
             self.exc = _Exception(text=_Text(), timestamp=self.now, lineno=self.lineno)
             self.exc.text.add(line)
@@ -696,7 +716,9 @@ class _Parser:
             self.seen_marker = True
         elif key == "Date":
             try:
-                self.header_date = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").astimezone()
+                self.header_date = datetime.strptime(
+                    value.strip(), "%Y-%m-%d %H:%M:%S"
+                ).astimezone()
             except (ValueError, OverflowError, OSError):
                 pass
 
@@ -789,7 +811,10 @@ class _Parser:
 
     def _failed_job(self, jobid: int, attempts: list[JobAttempt]) -> FailedJob:
         last = attempts[-1]
-        message = last.message or f"Error in rule {last.rule} (jobid {jobid}): no error text in the main log"
+        message = (
+            last.message
+            or f"Error in rule {last.rule} (jobid {jobid}): no error text in the main log"
+        )
         return FailedJob(
             log_path=str(self.path),
             run_id=self.run_id,
@@ -832,7 +857,9 @@ def _run_id_time(run_id: str) -> datetime | None:
     if not m:
         return None
     try:
-        return datetime.strptime(m.group(1), "%Y-%m-%dT%H%M%S.%f" if "." in run_id else "%Y-%m-%dT%H%M%S").astimezone()
+        return datetime.strptime(
+            m.group(1), "%Y-%m-%dT%H%M%S.%f" if "." in run_id else "%Y-%m-%dT%H%M%S"
+        ).astimezone()
     except (ValueError, OverflowError, OSError):
         return None
 
@@ -867,14 +894,20 @@ def parse_log(path: str | Path) -> RunLog:
                     break
                 lineno += 1
                 if b"\x00" in raw:
-                    raise LogFormatError(f"{path}: binary file (NUL byte on line {lineno}), not a Snakemake log")
+                    raise LogFormatError(
+                        f"{path}: binary file (NUL byte on line {lineno}), not a Snakemake log"
+                    )
                 if not raw.endswith(b"\n"):
                     if len(raw) >= MAX_LINE_BYTES:
-                        parser.warnings.append(f"line {lineno} is longer than {MAX_LINE_BYTES} bytes and was split")
+                        parser.warnings.append(
+                            f"line {lineno} is longer than {MAX_LINE_BYTES} bytes and was split"
+                        )
                     else:
                         # the last line is cut: a kill mid-write; never trust half a line
                         complete_lines = False
-                        parser.warnings.append(f"the last line ({lineno}) is incomplete and was ignored")
+                        parser.warnings.append(
+                            f"the last line ({lineno}) is incomplete and was ignored"
+                        )
                         break
                 try:
                     line = raw.decode("utf-8")
@@ -890,7 +923,9 @@ def parse_log(path: str | Path) -> RunLog:
         raise LogFormatError(f"{path}: cannot read the log ({exc.strerror or exc})") from exc
     except (ValueError, OverflowError, LookupError, RecursionError, MemoryError) as exc:
         # a bug or a format this parser does not know: still a clean error, with the line
-        raise LogFormatError(f"{path}: cannot parse line {lineno}: {type(exc).__name__}: {exc}") from exc
+        raise LogFormatError(
+            f"{path}: cannot parse line {lineno}: {type(exc).__name__}: {exc}"
+        ) from exc
     if lineno and not parser.seen_marker:
         raise LogFormatError(_unknown_format(path, not_utf8))
     try:
@@ -898,7 +933,9 @@ def parse_log(path: str | Path) -> RunLog:
     except (ValueError, OverflowError, LookupError) as exc:
         raise LogFormatError(f"{path}: cannot parse: {type(exc).__name__}: {exc}") from exc
     if not_utf8:
-        run.warnings.append(f"{not_utf8} line(s) are not valid UTF-8; undecodable bytes were replaced")
+        run.warnings.append(
+            f"{not_utf8} line(s) are not valid UTF-8; undecodable bytes were replaced"
+        )
     return run
 
 
@@ -970,11 +1007,17 @@ def read_evidence(job: FailedJob, workdir: str | Path, max_bytes: int = EVIDENCE
     Missing or unreadable files are noted, never raised.
     """
     workdir = Path(workdir)
-    sections = [f"--- main log {job.run_id}: rule {job.rule}, jobid {job.jobid}", _tail_text(job.message, max_bytes)]
+    sections = [
+        f"--- main log {job.run_id}: rule {job.rule}, jobid {job.jobid}",
+        _tail_text(job.message, max_bytes),
+    ]
     for name in job.log_files:
         shown = job.shown_logs.get(name)
         if shown is not None:
-            sections += [f"--- rule log {name} (as shown in the main log)", _tail_text(shown, max_bytes)]
+            sections += [
+                f"--- rule log {name} (as shown in the main log)",
+                _tail_text(shown, max_bytes),
+            ]
             continue
         text, note = _tail(_resolve(name, workdir), max_bytes)
         sections.append(f"--- rule log {name}" + (f" ({note})" if note else ""))
@@ -983,14 +1026,19 @@ def read_evidence(job: FailedJob, workdir: str | Path, max_bytes: int = EVIDENCE
     if job.slurm_log:
         text, note = _tail(_resolve(job.slurm_log, workdir), max_bytes)
         if text is None and job.slurm_log in job.shown_logs:
-            text, note = _tail_text(job.shown_logs[job.slurm_log], max_bytes), "as shown in the main log"
+            text, note = (
+                _tail_text(job.shown_logs[job.slurm_log], max_bytes),
+                "as shown in the main log",
+            )
         sections.append(f"--- SLURM log {job.slurm_log}" + (f" ({note})" if note else ""))
         if text is not None:
             sections.append(text)
     return "\n".join(s.rstrip("\n") for s in sections) + "\n"
 
 
-def slurm_exit_code(job: FailedJob, workdir: str | Path, max_bytes: int = EVIDENCE_MAX_BYTES) -> int | None:
+def slurm_exit_code(
+    job: FailedJob, workdir: str | Path, max_bytes: int = EVIDENCE_MAX_BYTES
+) -> int | None:
     """The exit code in the last attempt's SLURM log (None when absent or not stated)."""
     if not job.slurm_log:
         return None

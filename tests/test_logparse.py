@@ -288,7 +288,9 @@ def test_evidence_is_tail_limited(tmp_path):
 
 def test_evidence_reads_the_slurm_log_last(tmp_path):
     job = only_failed(parse("exit137"))
-    job.slurm_log = str(tmp_path / "moved" / ".snakemake" / "slurm_logs" / "rule_shell_exit137" / "01_1" / "77.log")
+    job.slurm_log = str(
+        tmp_path / "moved" / ".snakemake" / "slurm_logs" / "rule_shell_exit137" / "01_1" / "77.log"
+    )
     slurm = tmp_path / ".snakemake" / "slurm_logs" / "rule_shell_exit137" / "01_1" / "77.log"
     slurm.parent.mkdir(parents=True)
     slurm.write_text(
@@ -330,7 +332,9 @@ def test_empty_file_is_a_run_without_jobs(tmp_path):
 
 def test_truncated_mid_job_block(tmp_path):
     text = main_log("retries_exhausted").read_text()
-    cut = text.index("    wildcards: subject=01", text.index("attempt=2") - 600) + len("    wildcards: subj")
+    cut = text.index("    wildcards: subject=01", text.index("attempt=2") - 600) + len(
+        "    wildcards: subj"
+    )
     path = tmp_path / "cut.snakemake.log"
     path.write_text(text[:cut])
     run = parse_log(path)
@@ -381,7 +385,11 @@ def test_random_bytes(tmp_path, seed):
 
 
 def test_latin1_snakemake_log_is_parsed_with_a_warning(tmp_path):
-    text = main_log("stale_handle").read_text().replace("Stale file handle", "Stale file handle (café)")
+    text = (
+        main_log("stale_handle")
+        .read_text()
+        .replace("Stale file handle", "Stale file handle (café)")
+    )
     path = tmp_path / "x.snakemake.log"
     path.write_bytes(text.encode("latin-1"))
     run = parse_log(path)
@@ -475,7 +483,8 @@ LOGLIKE = [
     "{n} of {n} steps (100%) done",
     "Job {n}: converting",
     "Job {n} has been submitted with SLURM jobid {n} (log: x/{n}.log).",
-    "Submitted array job with Snakemake IDs {n},{n} and SLURM job ID {n}. The individual task IDs are {n}-{n}.",
+    "Submitted array job with Snakemake IDs {n},{n} and SLURM job ID {n}."
+    " The individual task IDs are {n}-{n}.",
     "Waiting at most {n} seconds for missing files:",
     "MissingOutputException in rule r in file x, line 1:",
     "Job {n}  completed successfully, but some output files are missing.",
