@@ -198,8 +198,10 @@ def render_run_summary(summary) -> str:
             lines.append(f"  retried after backoff (transient): {', '.join(item.retried)}")
         if item.entry_ids:
             lines.append(f"  dead-lettered: {', '.join(map(str, item.entry_ids))}")
-    lines.append(f"snakemake exit code: {summary.returncode}")
     ids = summary.entry_ids
+    if summary.returncode != 0 and not ids:
+        lines.append("Snakemake failed outside any job it reported (see its output above)")
+    lines.append(f"snakemake exit code: {summary.returncode}")
     lines.append(
         f"dead-lettered entries: {', '.join(map(str, ids))} "
         "(see `neuroflow-recover list` / `show ID`)"

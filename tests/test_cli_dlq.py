@@ -299,3 +299,30 @@ def test_retry_all_with_nothing_to_do(workdir):
     result = invoke(workdir, "retry-all", "--pipeline", "qsiprep")
     assert result.exit_code == 0
     assert result.stdout == "no unresolved entries for qsiprep\n"
+
+
+def test_ingest_paths_and_messages(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("{}\n")
+    missing = invoke(tmp_path, "ingest", "nowhere.snakemake.log")
+    assert missing.exit_code == 1
+    assert missing.stderr == "Error: no such log: nowhere.snakemake.log\n"
+    assert not (tmp_path / ".neuroflow").exists()
+    nothing = invoke(tmp_path, "ingest")
+    assert nothing.exit_code == 0
+    assert nothing.stdout == "no new Snakemake logs to ingest\n"
+    junk = tmp_path / "junk.snakemake.log"
+    junk.write_bytes(bytes(range(256)) * 40)
+    result = invoke(tmp_path, "ingest", str(junk), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [log["status"] for log in report["logs"]] == ["unreadable"]
+    assert report["entry_ids"] == []
+    assert json.loads(invoke(tmp_path, "list", "--all", "--json").stdout) == []
+
+
+def test_run_without_a_configuration_is_a_clear_error(tmp_path):
+    result = invoke(tmp_path, "run", "--", "--cores", "1")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: no configuration: ")
+    assert "Traceback" not in result.output
