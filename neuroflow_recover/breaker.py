@@ -97,8 +97,15 @@ def normalise_evidence(evidence: str | None) -> str:
 
 
 def signature_of(error_class: str | None, pattern_id: str | None, evidence: str | None):
-    """The breaker signature of a failure, or None when the breaker does not apply."""
+    """The breaker signature of a failure, or None when the breaker does not apply.
+
+    It applies to BREAKER_CLASSES only, and only to failures with something specific to
+    compare: a failure with neither a pattern nor an evidence line (an unknown exit code)
+    says nothing about a shared cause.
+    """
     if error_class not in BREAKER_CLASSES:
+        return None
+    if not pattern_id and not normalise_evidence(evidence):
         return None
     return Signature(error_class, pattern_id, normalise_evidence(evidence))
 

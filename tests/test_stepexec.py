@@ -376,3 +376,13 @@ def test_signature_normalisation():
     a = normalise_evidence("Connection refused to 10.0.0.7:5432 for /data/sub-01/dwi.nii.gz")
     b = normalise_evidence("Connection  refused to 10.0.0.9:5432 for /scratch/x/sub-17/a.nii")
     assert a == b == "connection refused to #.#.#.#:# for <path>"
+
+
+def test_breaker_ignores_failures_without_a_pattern_or_evidence():
+    from neuroflow_recover.breaker import signature_of
+
+    assert signature_of("RetryableError", None, None) is None
+    assert signature_of("RetryableError", None, "  ") is None
+    assert signature_of("ResourceError", "oom", "Killed") is None  # retries grow resources
+    assert signature_of("ConfigurationError", "lic", "license") is None  # never retried
+    assert signature_of("TransientError", "conn", "Connection refused") is not None
