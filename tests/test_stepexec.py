@@ -386,3 +386,43 @@ def test_breaker_ignores_failures_without_a_pattern_or_evidence():
     assert signature_of("ResourceError", "oom", "Killed") is None  # retries grow resources
     assert signature_of("ConfigurationError", "lic", "license") is None  # never retried
     assert signature_of("TransientError", "conn", "Connection refused") is not None
+
+
+def _record_breaker_failure(args):
+    workdir, subject = args
+    from neuroflow_recover.breaker import BreakerSettings, CircuitBreaker, signature_of
+
+    breaker = CircuitBreaker(workdir, BreakerSettings(True, 2, 10))
+    sig = signature_of("TransientError", "conn", "Connection refused")
+    return breaker.record_failure(sig, "qsiprep_preprocess", {"subject": subject}).announced
+
+
+def test_breaker_is_announced_once_under_concurrency(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        jobs = [(str(tmp_path), f"{i:02d}") for i in range(12)]
+        announced = pool.map(_record_breaker_failure, jobs)
+    assert sum(announced) == 1
+    breaker_dir = tmp_path / ".neuroflow" / "breaker"
+    assert len(list(breaker_dir.glob("*.json"))) == 1
+    [events] = list((breaker_dir / "events").iterdir())
+    assert len(list(events.iterdir())) == 12 and not list(events.glob(".*"))
+
+
+def test_breaker_closes_when_failures_age_out(tmp_path):
+    from neuroflow_recover.breaker import BreakerSettings, CircuitBreaker, signature_of
+
+    breaker = CircuitBreaker(tmp_path, BreakerSettings(True, 2, 10))
+    sig = signature_of("TransientError", "conn", "Connection refused")
+    breaker.record_failure(sig, "r", {"subject": "1"})
+    assert breaker.record_failure(sig, "r", {"subject": "2"}).open
+    old = time.time() - 11 * 60
+    for path in (tmp_path / ".neuroflow" / "breaker").rglob("*"):
+        if path.is_file():
+            os.utime(path, (old, old))
+    assert not breaker.state(sig).open
+    breaker.record_failure(sig, "r", {"subject": "3"})
+    again = breaker.record_failure(sig, "r", {"subject": "4"})
+    assert again.open and again.announced  # a new opening is announced again
+    assert len(list((tmp_path / ".neuroflow" / "breaker").glob("*.closed"))) == 1
