@@ -177,6 +177,11 @@ _MISSING_OUTPUT_RULE = re.compile(r"MissingOutputException in rule (\w+)")
 _EXIT_STATUS = re.compile(r"returned non-zero exit status (-?\d{1,9})\b")
 _DIED_SIGNAL = re.compile(r"died with <Signals\.\w+: (\d{1,3})>")
 _SRUN_EXIT = re.compile(r"srun: error: .*: tasks? [\d,-]+: Exited with exit code (\d{1,9})\b")
+# srun reports a task ended by a signal by the signal's description
+_SRUN_SIGNALS = {"Killed": 9, "Terminated": 15, "Aborted": 6, "Segmentation fault": 11}
+_SRUN_SIGNAL = re.compile(
+    r"srun: error: .*: tasks? [\d,-]+: (Killed|Terminated|Aborted|Segmentation fault)\b"
+)
 _LIST_SPLIT = re.compile(r", (?=[A-Za-z_][\w]*=)")
 _LOG_SUFFIX_NOTE = " (check log file(s) for error details)"
 _SHELL_END = "        (command exited with non-zero exit code)"
@@ -273,13 +278,15 @@ def exit_code_from_text(text: str) -> int | None:
     """The exit code a Snakemake/srun text reports (the last one), or None.
 
     `returned non-zero exit status N` -> N; `died with <Signals.SIGKILL: 9>` -> 128 + 9 (what
-    a shell would report); `srun: error: host: task 0: Exited with exit code N` -> N.
+    a shell would report); `srun: error: host: task 0: Exited with exit code N` -> N;
+    `srun: error: host: task 0: Killed` -> 137 (`Terminated` -> 143).
     """
     best: tuple[int, int] | None = None  # (position, code)
     for pattern, convert in (
         (_EXIT_STATUS, int),
         (_DIED_SIGNAL, lambda s: 128 + int(s)),
         (_SRUN_EXIT, int),
+        (_SRUN_SIGNAL, lambda s: 128 + _SRUN_SIGNALS[s]),
     ):
         for m in pattern.finditer(text):
             code = convert(m.group(1))

@@ -48,6 +48,7 @@ def only_failed(run: RunLog) -> FailedJob:
 LOCAL_SCENARIOS = sorted(
     p.name for p in LOGS.iterdir() if p.is_dir() and not p.name.startswith("slurm_")
 )
+SLURM_SCENARIOS = sorted(p.name for p in LOGS.iterdir() if p.name.startswith("slurm_"))
 
 
 # ------------------------------------------------------------------ every real log
@@ -346,8 +347,9 @@ def test_truncated_mid_job_block(tmp_path):
     assert any("incomplete" in w for w in run.warnings)
 
 
-def test_every_truncation_point_parses(tmp_path):
-    data = main_log("keep_going_mixed").read_bytes()
+@pytest.mark.parametrize("scenario", ["keep_going_mixed", "slurm_keep_going_mixed"])
+def test_every_truncation_point_parses(tmp_path, scenario):
+    data = main_log(scenario).read_bytes()
     path = tmp_path / "cut.snakemake.log"
     cuts = set()
     offset = 0
@@ -434,7 +436,8 @@ def test_missing_file_and_directory(tmp_path):
 def test_mangled_real_logs_never_crash(tmp_path, seed):
     """Drop, duplicate and swap lines of a real log: LogFormatError or a RunLog, nothing else."""
     rng = random.Random(seed)
-    lines = main_log(rng.choice(LOCAL_SCENARIOS)).read_text().splitlines(keepends=True)
+    scenario = rng.choice(LOCAL_SCENARIOS + SLURM_SCENARIOS)
+    lines = main_log(scenario).read_text().splitlines(keepends=True)
     for _ in range(rng.randrange(1, 30)):
         if not lines:
             break
@@ -598,3 +601,116 @@ def test_fresh_snakemake_run_parses(tmp_path):
     assert "MemoryError" in evidence
     evidence = read_evidence(got[("always_fail", "02", "1")], workdir)
     assert "AssertionError: Conflicting study identifiers found" in evidence
+
+
+# ------------------------------------------------------------------ SLURM runs (real cluster)
+# tests/fixtures/logs/slurm_*/ come from tests/slurm/ (the probe workflow on a local SLURM);
+# SLURM job ids and times change when they are regenerated, so only their shape is asserted.
+
+
+def check_slurm_ids(job: FailedJob, fixture: Path) -> None:
+    assert job.slurm_job_ids and all(i.isdigit() for i in job.slurm_job_ids)
+    assert len(job.slurm_job_ids) == job.attempts
+    assert [a.slurm_job_id for a in job.attempt_details] == job.slurm_job_ids
+    assert Path(job.slurm_log).name == f"{job.slurm_job_ids[-1]}.log"
+    assert f"/rule_{job.rule}/" in job.slurm_log
+    # the SLURM log is not a rule log, and the fixture has it
+    assert all("slurm_logs" not in f for f in job.log_files)
+    assert job.log_files == [
+        f"logs/{job.rule}/{job.wildcards['subject']}_{job.wildcards['session']}.log"
+    ]
+    assert (fixture / ".snakemake" / "slurm_logs").is_dir()
+
+
+@pytest.mark.parametrize("scenario", SLURM_SCENARIOS)
+def test_every_slurm_fixture_parses(scenario):
+    run = parse(scenario)
+    assert run.executor == "slurm" and run.complete
+    assert run.started_at is not None and run.finished_at > run.started_at
+    for job in run.failed_jobs:
+        check_slurm_ids(job, LOGS / scenario)
+        assert job.exit_code is None  # under SLURM the main log has no exit status
+        assert job.message.startswith(f"SLURM-job '{job.slurm_job_ids[-1]}' failed")
+    for rec in run.recovered:
+        assert all(f.slurm_job_id and f.slurm_state for f in rec.failures)
+
+
+def test_slurm_complete():
+    run = parse("slurm_complete")
+    assert not run.failed and run.failed_jobs == [] and run.recovered == []
+    assert run.jobs_finished == 1
+
+
+def test_slurm_failed_job_evidence_is_in_the_slurm_log():
+    fixture = LOGS / "slurm_fail"
+    job = only_failed(parse("slurm_fail"))
+    assert (job.rule, job.wildcards, job.attempts) == ("probe_fail", WC, 1)
+    assert job.slurm_state == "FAILED"
+    assert job.resources["mem_mb"] == "200" and job.resources["slurm_partition"] == "debug"
+    evidence = read_evidence(job, fixture)
+    assert evidence.index("SLURM status is: 'FAILED'") < evidence.index("--- SLURM log")
+    assert "probe: ERROR: input volume sub-01 is corrupt" in evidence
+    assert slurm_exit_code(job, fixture) == 1
+
+
+def test_slurm_memory_kill():
+    fixture = LOGS / "slurm_oom"
+    job = only_failed(parse("slurm_oom"))
+    assert (job.rule, job.slurm_state, job.resources["mem_mb"]) == ("probe_oom", "FAILED", "300")
+    evidence = read_evidence(job, fixture)
+    # the state says FAILED; only the SLURM log says why
+    assert "exceeded memory limit" in evidence.split("--- SLURM log", 1)[1]
+    assert slurm_exit_code(job, fixture) == 137
+
+
+def test_slurm_time_limit():
+    fixture = LOGS / "slurm_timeout"
+    job = only_failed(parse("slurm_timeout"))
+    assert (job.rule, job.slurm_state, job.resources["runtime"]) == (
+        "probe_timeout",
+        "TIMEOUT",
+        "1",
+    )
+    assert "DUE TO TIME LIMIT" in read_evidence(job, fixture)
+    assert slurm_exit_code(job, fixture) == 143  # srun: task 0: Terminated
+
+
+@pytest.mark.parametrize(
+    ("scenario", "rule", "state", "resource", "values"),
+    [
+        ("slurm_resubmit_mem", "probe_growmem", "FAILED", "mem_mb", ["300", "900"]),
+        ("slurm_resubmit_time", "probe_growtime", "TIMEOUT", "runtime", ["1", "3"]),
+    ],
+)
+def test_slurm_resubmission_with_more_resources_recovers(scenario, rule, state, resource, values):
+    run = parse(scenario)
+    assert run.failed_jobs == [] and not run.failed and run.complete
+    (rec,) = run.recovered
+    assert (rec.rule, rec.wildcards, rec.attempts) == (rule, WC, 2)
+    (failure,) = rec.failures
+    assert failure.slurm_state == state and failure.attempt == 1
+    assert failure.resources[resource] == values[0]
+    assert rec.resources[resource] == values[1] and rec.resources["attempt"] == "2"
+
+
+def test_slurm_retry_in_the_same_allocation_is_invisible():
+    """Rule-level retries inside the SLURM job (plugin #284): the main log shows 2 attempts."""
+    fixture = LOGS / "slurm_retry_in_allocation"
+    job = only_failed(parse("slurm_retry_in_allocation"))
+    assert (job.rule, job.attempts) == ("probe_trap", 2)
+    assert len(set(job.slurm_job_ids)) == 2
+    check_slurm_ids(job, fixture)
+    assert "probe: attempt 2 fails" in read_evidence(job, fixture)
+
+
+def test_slurm_keep_going_mixed():
+    run = parse("slurm_keep_going_mixed")
+    got = {(j.rule, j.wildcards["subject"], j.wildcards["session"]): j for j in run.failed_jobs}
+    assert set(got) == {("probe_fail", "02", "1"), ("probe_oom", "01", "2")}
+    assert [(r.rule, r.wildcards, r.attempts) for r in run.recovered] == [
+        ("probe_growmem", {"subject": "02", "session": "2"}, 2)
+    ]
+    assert run.jobs_finished == 2
+    fixture = LOGS / "slurm_keep_going_mixed"
+    assert slurm_exit_code(got[("probe_oom", "01", "2")], fixture) == 137
+    assert "sub-02 is corrupt" in read_evidence(got[("probe_fail", "02", "1")], fixture)
