@@ -163,36 +163,53 @@ def start(scenario: Scenario, workdir: Path) -> tuple[ProbeRun, subprocess.Popen
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROBE_SNAKEFILE, workdir / "Snakefile")
     run = ProbeRun(scenario, workdir, snakemake_command(scenario.targets, scenario.extra_args))
-    proc = subprocess.Popen(
-        run.command, cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )
+    with open(workdir / "snakemake.out", "w") as out:  # a file: a full pipe would block
+        proc = subprocess.Popen(
+            run.command, cwd=workdir, env=env(), stdout=out, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )
     return run, proc
 
 
-def finish(run: ProbeRun, proc: subprocess.Popen, started: float, timeout: float) -> ProbeRun:
+def stop(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGINT first (Snakemake then cancels its SLURM jobs and exits; SIGTERM is not enough
+    when the plugin has lost its jobs), SIGKILL after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
     try:
-        out, _ = proc.communicate(timeout=max(1.0, started + timeout - time.monotonic()))
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)  # Snakemake cancels its SLURM jobs on SIGINT
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        out += f"\n[probe] killed after {timeout:.0f} s\n"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def collect(run: ProbeRun, proc: subprocess.Popen, seconds: float) -> ProbeRun:
     run.returncode = proc.returncode
-    run.output = out
-    run.seconds = time.monotonic() - started
-    run.submissions = _SUBMITTED.findall(out)
+    run.output = (run.workdir / "snakemake.out").read_text(errors="replace")
+    run.seconds = seconds
+    run.submissions = _SUBMITTED.findall(run.output)
     return run
 
 
 def run_scenarios(names: list[str], base: Path, timeout: float = 480) -> dict[str, ProbeRun]:
-    """Run the scenarios concurrently (each in base/<name>), wait for all."""
+    """Run the scenarios concurrently (each in base/<name>), wait for all (at most
+    `timeout` seconds, then stop the rest)."""
     started = time.monotonic()
     procs = {name: start(SCENARIOS[name], base / name) for name in names}
-    return {name: finish(run, proc, started, timeout) for name, (run, proc) in procs.items()}
+    ended: dict[str, float] = {}
+    while len(ended) < len(procs) and time.monotonic() - started < timeout:
+        for name, (_, proc) in procs.items():
+            if name not in ended and proc.poll() is not None:
+                ended[name] = time.monotonic() - started
+        time.sleep(0.5)
+    for name, (run, proc) in procs.items():
+        if name not in ended:
+            stop(proc)
+            ended[name] = time.monotonic() - started
+            with open(run.workdir / "snakemake.out", "a") as out:
+                out.write(f"\n[probe] stopped after {timeout:.0f} s\n")
+    return {name: collect(run, proc, ended[name]) for name, (run, proc) in procs.items()}
 
 
 @dataclass(frozen=True)
