@@ -8,6 +8,7 @@ History rows are keyed by `event_key`, so recording the same attempt twice adds 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -284,3 +285,40 @@ def _iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.isoformat()
+
+
+class DeadLetterQueue:
+    """The seed's `DeadLetterQueue` API over a session factory; each call is one transaction.
+
+    The CLI and runner use the functions above (they own their transactions); this facade
+    keeps the seed's names for scripts written against it.
+    """
+
+    def __init__(self, sessions: Callable[[], Session]):
+        self.sessions = sessions
+
+    def add(self, failure: JobFailure) -> DeadLetterEntry | None:
+        with self.sessions() as session, session.begin():
+            return dead_letter(session, failure)
+
+    def get_unresolved(self, limit: int = 50) -> list[DeadLetterEntry]:
+        with self.sessions() as session:
+            return list_entries(session, limit=limit)
+
+    def get_by_pipeline(self, pipeline_name: str) -> list[DeadLetterEntry]:
+        with self.sessions() as session:
+            return list_entries(session, pipeline_name, limit=None)
+
+    def resolve(self, entry_id: int, resolved_by: str, notes: str | None = None) -> bool:
+        try:
+            with self.sessions() as session, session.begin():
+                resolve_entry(session, entry_id, resolved_by, notes)
+        except EntryNotFound:
+            return False
+        return True
+
+    def get_stats(self) -> dict:
+        from .report import queue_stats
+
+        with self.sessions() as session:
+            return queue_stats(session)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -121,16 +122,34 @@ def run_snakemake(command: list[str], workdir: Path, *, echo=None) -> SnakemakeR
     log_path: Path | None = None
     tail: list[str] = []
     assert process.stdout is not None
-    for line in process.stdout:
-        (echo or _to_stderr)(line)
-        tail.append(line.rstrip("\n"))
-        del tail[:-40]
-        found = _complete_log(line)
-        if found is not None:
-            log_path = found
+    try:
+        for line in process.stdout:
+            (echo or _to_stderr)(line)
+            tail.append(line.rstrip("\n"))
+            del tail[:-40]
+            found = _complete_log(line)
+            if found is not None:
+                log_path = found
+    except KeyboardInterrupt:
+        # Ctrl-C reached Snakemake too (same process group): let it shut down its jobs
+        log.warning("interrupted: waiting for Snakemake to stop (Ctrl-C again: terminate it)")
+        _stop(process)
+        raise
     returncode = process.wait()
     log.info("snakemake finished", returncode=returncode, log=str(log_path) if log_path else None)
     return SnakemakeRun(command, returncode, log_path, tail)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """After Ctrl-C: let Snakemake stop its jobs and release its lock; Ctrl-C again: SIGTERM."""
+    try:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # the signal was for us only: pass it on
+            process.send_signal(signal.SIGINT)
+        process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
 
 
 def _to_stderr(line: str) -> None:

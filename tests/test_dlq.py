@@ -300,3 +300,17 @@ def _dump(db) -> tuple:
             for h in session.scalars(select(AttemptHistory).order_by(AttemptHistory.id))
         ]
     return entries, history
+
+
+def test_seed_facade_keeps_the_seed_names(db):
+    from neuroflow_recover.dlq import DeadLetterQueue
+
+    queue = DeadLetterQueue(db.sessions)
+    entry = queue.add(failure(keys=("f:1:1",)))
+    assert entry is not None and queue.add(failure(keys=("f:1:1",))) is None
+    queue.add(failure(subject="02", keys=("g:1:1",), pipeline="qsiprep", rule="qsiprep_preprocess"))
+    assert [e.subject_id for e in queue.get_unresolved()] == ["02", "01"]
+    assert [e.subject_id for e in queue.get_by_pipeline("qsiprep")] == ["02"]
+    assert queue.resolve(entry.id, "manual", "seed API") is True
+    assert queue.resolve(4242, "manual") is False
+    assert queue.get_stats()["unresolved"] == 1
