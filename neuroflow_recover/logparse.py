@@ -416,20 +416,31 @@ class _Parser:
             return
         self._new_attempt(jobid, self.block_rule, fields, self.block_time)
 
+    def _starts_new_exception(self, line: str) -> bool:
+        """Parallel jobs print their exceptions back to back: split them."""
+        if line == "RuleException:" or line.startswith("Waiting at most"):
+            return True
+        if line.startswith("MissingOutputException in rule "):
+            # it belongs to a preceding "Waiting at most ... for missing files" of its own
+            lines = self.exc.text.lines if self.exc is not None else ()
+            return not (lines and lines[0].startswith("Waiting at most")) or any(
+                x.startswith("MissingOutputException") for x in lines
+            )
+        return False
+
     def _claim_exception(self, shell: str | None, since: int) -> _Exception | None:
-        """The RuleException of an error block: the one quoting its shell command, else the
-        most recent one (Snakemake prints it just before the error block); never one printed
-        before the attempt started."""
+        """The RuleException of an error block, printed after the attempt started: for a shell
+        rule the one quoting its command (parallel jobs interleave), else the most recent."""
         candidates = [e for e in self.rule_exceptions if e.lineno > since]
         if not candidates:
             return None
-        chosen = candidates[-1]
         first = shell.strip().splitlines()[0].strip() if shell and shell.strip() else ""
-        if first and first not in chosen.text.text():
-            for exc in reversed(candidates):
-                if first in exc.text.text():
-                    chosen = exc
-                    break
+        if first:
+            chosen = next((e for e in reversed(candidates) if first in e.text.text()), None)
+            if chosen is None:
+                return None  # its text is not in the log; do not take a neighbour's
+        else:
+            chosen = candidates[-1]
         self.rule_exceptions.remove(chosen)
         return chosen
 
@@ -572,7 +583,9 @@ class _Parser:
                 self.shell_text.add(line[8:] if line.startswith("        ") else line)
                 return
         elif mode == "exception":
-            if not _is_structural(line) and not line.startswith("Logfile "):
+            if not (
+                _is_structural(line) or line.startswith("Logfile ") or self._starts_new_exception(line)
+            ):
                 assert self.exc is not None
                 self.exc.text.add(line)
                 return

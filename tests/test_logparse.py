@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,26 @@ def test_keep_going_mixed():
     assert [(r.rule, r.attempts) for r in run.recovered] == [("flaky_recover", 2)]
     assert run.jobs_finished == 3  # shell_ok x2 + flaky_recover
     assert len({j.jobid for j in run.failed_jobs}) == 6
+
+
+def test_parallel_jobs_exceptions_printed_back_to_back():
+    """-c2: two jobs failed together, Snakemake printed both RuleExceptions, then both error
+    blocks; each job must get its own text and exit code."""
+    text = main_log("parallel_interleaved").read_text()
+    assert re.search(r"returned non-zero exit status \d+\.\nRuleException:\n", text)
+    run = parse("parallel_interleaved")
+    got = {(j.rule, j.wildcards["subject"], j.wildcards["session"]): j for j in run.failed_jobs}
+    assert {k: (j.attempts, j.exit_code) for k, j in got.items()} == {
+        ("shell_stalehandle", "01", "2"): (1, 1),
+        ("always_fail", "02", "1"): (3, 1),
+        ("python_memoryerror", "02", "2"): (2, 1),
+        ("session_check", "02", "2"): (1, 1),
+        ("shell_exit137", "01", "1"): (1, 137),
+    }
+    for (rule, subject, session), job in got.items():
+        assert job.message.count("RuleException:") == 1
+        assert f"{subject}_{session}" in job.message
+    assert [(r.rule, r.attempts) for r in run.recovered] == [("flaky_recover", 2)]
 
 
 # ------------------------------------------------------------------ runs without jobs
