@@ -55,6 +55,7 @@ class LogIngest:
     entry_ids: list[int] = field(default_factory=list)  # entries created or extended
     held: list[JobFailure] = field(default_factory=list)  # not dead-lettered (to be retried)
     message: str = ""
+    run_errors: list[str] = field(default_factory=list)  # the run's own (e.g. LockException)
 
 
 @dataclass
@@ -204,7 +205,9 @@ def ingest_log(
         return LogIngest(shown, run_id, "unreadable", message=str(exc))
     if locked and not run_log.complete:
         return _in_progress(shown, run_log.run_id)
-    result = LogIngest(shown, run_log.run_id, "ingested")
+    result = LogIngest(
+        shown, run_log.run_id, "ingested", run_errors=list(getattr(run_log, "errors", []) or [])
+    )
     for job in run_log.failed_jobs:
         failure = build_failure(context, run_log, job)
         earlier = (carried or {}).get(failure.job_key, [])
@@ -306,15 +309,26 @@ def build_failure(context: IngestContext, run_log, job) -> JobFailure:
     )
     sessions = context.sessions if job.rule in RULE_STAGE else None
     failure.targets = targets_for(failure, context.cfg, sessions)
-    failure.events = _events(job, run_log, records, failure)
+    failure.events = _events(job, run_log, records, failure, context.classifier)
     return failure
 
 
-def _events(job, run_log, records: list[AttemptRecord], failure: JobFailure) -> list[AttemptEvent]:
+def _events(
+    job, run_log, records: list[AttemptRecord], failure: JobFailure, classifier
+) -> list[AttemptEvent]:
     """One history event per attempt: from its attempt record, else from the main log."""
     events: list[AttemptEvent] = []
-    by_attempt = {record.attempt: record for record in records}
+    last_number = max(job.attempts, 1)
+    slurm_ids = list(job.slurm_job_ids)
+    details = list(job.attempt_details)
+
+    def slurm_id(number: int, detail=None) -> str | None:
+        if detail is not None and detail.slurm_job_id:
+            return detail.slurm_job_id
+        return slurm_ids[number - 1] if 0 < number <= len(slurm_ids) else None
+
     for record in records:
+        detail = details[record.attempt - 1] if 0 < record.attempt <= len(details) else None
         events.append(
             AttemptEvent(
                 event_key=f"record:{failure.job_key}:{record.started_at}:{record.attempt}",
@@ -328,34 +342,45 @@ def _events(job, run_log, records: list[AttemptRecord], failure: JobFailure) -> 
                 pattern_id=record.pattern_id,
                 evidence=record.evidence,
                 resources=dict(record.resources or {}),
-                slurm_job_id=record.slurm_job_id,
-                slurm_state=None,
+                slurm_job_id=record.slurm_job_id or slurm_id(record.attempt, detail),
+                slurm_state=getattr(detail, "slurm_state", None)
+                or (job.slurm_state if record.attempt == last_number else None),
                 host=record.host or None,
             )
         )
-    details = list(job.attempt_details)
-    for number in range(1, max(job.attempts, 1) + 1):
-        if number in by_attempt:
+    recorded = {record.attempt for record in records}
+    for number in range(1, last_number + 1):
+        if number in recorded:
             continue
         detail = details[number - 1] if number - 1 < len(details) else None
-        last = number == max(job.attempts, 1)
-        slurm_ids = job.slurm_job_ids
+        if number == last_number:
+            error_type, resource = failure.error_type, failure.resource
+            pattern_id, evidence = failure.pattern_id, failure.evidence
+            exit_code, state, ended = job.exit_code, job.slurm_state, failure.failed_at
+        else:  # an earlier attempt of this run: classify what the main log says about it
+            exit_code = getattr(detail, "exit_code", None)
+            state = getattr(detail, "slurm_state", None)
+            ended = _aware(getattr(detail, "ended_at", None))
+            found = classifier.classify(
+                getattr(detail, "message", "") or "", exit_code=exit_code, slurm_state=state
+            )
+            error_type, resource = found.error_class, found.resource
+            pattern_id, evidence = found.pattern_id, found.evidence
         events.append(
             AttemptEvent(
                 event_key=f"log:{run_log.run_id}:{job.jobid}:{number}",
                 source="snakemake-log",
                 run_id=run_log.run_id,
                 started_at=_aware(detail.started_at) if detail else None,
-                ended_at=failure.failed_at if last else None,
-                exit_code=job.exit_code if last else None,
-                error_type=failure.error_type if last else None,
-                resource=failure.resource if last else None,
-                pattern_id=failure.pattern_id if last else None,
-                evidence=failure.evidence if last else None,
+                ended_at=ended,
+                exit_code=exit_code,
+                error_type=error_type,
+                resource=resource,
+                pattern_id=pattern_id,
+                evidence=evidence,
                 resources=_int_resources(detail.resources if detail else job.resources),
-                slurm_job_id=(detail.slurm_job_id if detail else None)
-                or (slurm_ids[number - 1] if number - 1 < len(slurm_ids) else None),
-                slurm_state=job.slurm_state if last else None,
+                slurm_job_id=slurm_id(number, detail),
+                slurm_state=state,
                 host=None,
             )
         )

@@ -198,6 +198,9 @@ def render_run_summary(summary) -> str:
             lines.append(f"  retried after backoff (transient): {', '.join(item.retried)}")
         if item.entry_ids:
             lines.append(f"  dead-lettered: {', '.join(map(str, item.entry_ids))}")
+        for error in getattr(item, "errors", [])[:5]:
+            first = (error.strip().splitlines() or [""])[0]
+            lines.append(f"  snakemake error: {first[:200]}")
     ids = summary.entry_ids
     if summary.returncode != 0 and not ids:
         lines.append("Snakemake failed outside any job it reported (see its output above)")

@@ -44,6 +44,8 @@ log = get_logger(__name__)
 
 DELAY_SCALE_ENV = "NEUROFLOW_DELAY_SCALE"
 COUNTDOWN_EVERY_S = 5.0
+# Snakemake's closing line of every failed run: not worth repeating in the summary
+GENERIC_FAILURE = "At least one job did not complete successfully"
 
 Echo = Callable[[str], None]
 
@@ -70,6 +72,7 @@ class Round:
     failed: list[str] = field(default_factory=list)  # job keys that failed in this round
     retried: list[str] = field(default_factory=list)  # job keys held for another round
     entry_ids: list[int] = field(default_factory=list)  # dead-lettered in this round
+    errors: list[str] = field(default_factory=list)  # Snakemake's own errors in its log
 
 
 @dataclass
@@ -105,6 +108,7 @@ class RunSummary:
                     "failed_jobs": r.failed,
                     "retried_jobs": r.retried,
                     "dead_lettered": r.entry_ids,
+                    "snakemake_errors": r.errors,
                 }
                 for r in self.rounds
             ],
@@ -150,6 +154,7 @@ def run_workflow(
         current.failed = [f.job_key for f in result.failures]
         current.entry_ids = list(result.entry_ids)
         current.retried = [f.job_key for f in result.held]
+        current.errors = [e for e in result.run_errors if GENERIC_FAILURE not in e]
         if not result.held:
             break
         carried = {f.job_key: list(f.events) for f in result.held}
