@@ -136,43 +136,46 @@ def run_workflow(
     check_lock(workdir, invocation, unlock=unlock)
     context = IngestContext.build(workdir, cfg, invocation.to_dict())
     summary = RunSummary()
-    carried: dict[str, list[AttemptEvent]] = {}
+    held: list[JobFailure] = []  # failures waiting for the next round
     round_targets = list(targets or [])
     number = 1
     while True:
         command = build_command(invocation, round_targets)
-        run = run_snakemake(command, workdir, echo=echo)
-        current = Round(number, command, run.returncode, _shown(run.log_path, workdir))
-        summary.rounds.append(current)
-        if run.log_path is None:
-            _no_log(run)
-            break
-
-        result = _ingest_round(
-            session, context, run.log_path, lambda f: _should_retry(f, policies), carried
-        )
+        try:
+            if held:
+                _countdown(_wait_seconds(held, policies, scale), held, number, echo, sleep)
+            run = run_snakemake(command, workdir, echo=echo)
+            current = Round(number, command, run.returncode, _shown(run.log_path, workdir))
+            summary.rounds.append(current)
+            if run.log_path is None:
+                _no_log(run)  # raises unless Snakemake had nothing to do
+                break
+            carried = {f.job_key: list(f.events) for f in held}
+            result = _ingest_round(
+                session, context, run.log_path, lambda f: _should_retry(f, policies), carried
+            )
+        except BaseException:
+            # interrupted, or Snakemake did not run: what was to be retried is queued now
+            if held:
+                _dead_letter_held(session, held)
+            raise
         current.failed = [f.job_key for f in result.failures]
         current.entry_ids = list(result.entry_ids)
         current.retried = [f.job_key for f in result.held]
         current.errors = [e for e in result.run_errors if GENERIC_FAILURE not in e]
-        if not result.held:
+        held = list(result.held)
+        if not held:
             break
-        carried = {f.job_key: list(f.events) for f in result.held}
-        delay = max(
-            _policy(policies, f.pipeline_name).get_delay(len(f.events)) for f in result.held
-        )
-        wait_s = max(0.0, float(delay) * scale)
         round_targets = []
-        for failure in result.held:
+        for failure in held:
             round_targets += [t for t in failure.targets if t not in round_targets]
-        try:
-            _countdown(wait_s, result.held, number + 1, echo, sleep)
-        except BaseException:
-            # interrupted while waiting: what was going to be retried goes to the queue now
-            _dead_letter_held(session, context, result.held)
-            raise
         number += 1
     return summary
+
+
+def _wait_seconds(held: list[JobFailure], policies: dict, scale: float) -> float:
+    delay = max(_policy(policies, f.pipeline_name).get_delay(len(f.events)) for f in held)
+    return max(0.0, float(delay) * scale)
 
 
 def _ingest_round(session, context, log_path, hold, carried) -> LogIngest:
@@ -180,7 +183,7 @@ def _ingest_round(session, context, log_path, hold, carried) -> LogIngest:
         return ingest_log(session, context, log_path, hold=hold, carried=carried)
 
 
-def _dead_letter_held(session: Session, context: IngestContext, held: list[JobFailure]) -> None:
+def _dead_letter_held(session: Session, held: list[JobFailure]) -> None:
     from .dlq import dead_letter
 
     with session.begin():

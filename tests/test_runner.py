@@ -183,3 +183,39 @@ def test_delay_scale_must_be_a_number(tmp_path):
     assert result.returncode == 1
     assert "NEUROFLOW_DELAY_SCALE='fast' is not a number" in result.stderr
     assert not (root / "results").exists()  # Snakemake never started
+
+
+def test_failures_waiting_for_a_retry_are_queued_when_the_next_round_cannot_run(tmp_path):
+    """Snakemake cannot start in round 2 (the Snakefile broke during the backoff)."""
+    from neuroflow_recover.config import load_config
+    from neuroflow_recover.db import open_database
+    from neuroflow_recover.dlq import list_entries
+    from neuroflow_recover.errors import SnakemakeFailed
+    from neuroflow_recover.runner import run_workflow
+    from neuroflow_recover.snakemake_cmd import Invocation
+
+    root = make_toy_workflow(tmp_path / "wf", [("01", "1")])
+    behave(root, "01", "1", f"until|never|1|{STALE}")
+    waits: list[float] = []
+
+    def break_the_snakefile(seconds: float) -> None:
+        waits.append(seconds)
+        (root / "Snakefile").write_text("rule broken\n    this is not Snakemake\n")
+
+    db = open_database(None, root)
+    with db.sessions() as session:
+        with pytest.raises(SnakemakeFailed, match="before running any job"):
+            run_workflow(
+                session,
+                root,
+                load_config(root),
+                Invocation([], None, ["--cores", "1"]),
+                delay_scale=0.001,
+                echo=lambda line: None,
+                sleep=break_the_snakefile,
+            )
+    assert waits  # the backoff happened (through the injected sleep)
+    with db.sessions() as session:
+        (entry,) = list_entries(session)
+        assert (entry.error_type, entry.attempts) == ("TransientError", 1)
+    db.dispose()
