@@ -19,7 +19,10 @@ docs/snakemake-notes.md; the facts this parser relies on:
 * an error block is a timestamp line, `Error in rule X:`, then `    key: value` lines and
   `    shell:` followed by the command up to `        (command exited with non-zero exit
   code)`; the exception text (`RuleException: ... returned non-zero exit status N.`) comes
-  just BEFORE the error block; a MissingOutputException has no error block at all;
+  just BEFORE the error block (jobs failing together print their exceptions back to back:
+  each is matched to its error block by the shell command it quotes); a
+  MissingOutputException has no error block at all; a `run:` block's exception is not in
+  the main log;
 * a retry shows only as `Trying to restart job N.` and a new job block with the same jobid;
 * `Finished jobid: N (Rule: X)` marks success; `Complete log(s):` the end of the run;
 * SLURM adds `Job N has been submitted with SLURM jobid M (log: PATH).` and an error
@@ -28,6 +31,8 @@ docs/snakemake-notes.md; the facts this parser relies on:
 
 Times in the log are local wall-clock times without a zone; they are returned as aware
 datetimes in the local zone of the machine that parses the log.
+
+Not handled: group jobs (`Error in group`, indented job blocks) are not parsed.
 """
 
 from __future__ import annotations
@@ -133,7 +138,7 @@ class RunLog:
     # done", "Unlocked working directory" or a workflow error (LockException, ...) as the
     # last thing in the log
     complete: bool
-    failed: bool  # the run reported a failed job
+    failed: bool  # a job failed for good, or the run ended with its own error (LockException, ...)
     jobs_finished: int
     failed_jobs: list[FailedJob]
     warnings: list[str] = field(default_factory=list)
@@ -584,7 +589,9 @@ class _Parser:
                 return
         elif mode == "exception":
             if not (
-                _is_structural(line) or line.startswith("Logfile ") or self._starts_new_exception(line)
+                _is_structural(line)
+                or line.startswith("Logfile ")
+                or self._starts_new_exception(line)
             ):
                 assert self.exc is not None
                 self.exc.text.add(line)
