@@ -16,6 +16,7 @@ which writes attempt records under `.neuroflow/attempts/`.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -40,13 +41,16 @@ rule toy_step:
         "{command}"
 """
 
-PLAIN = "python3 step.py {wildcards.subject} {wildcards.session} {output.result} > {log} 2>&1"
+PLAIN = (
+    "{python} step.py {{wildcards.subject}} {{wildcards.session}} {{output.result}}"
+    " > {{log}} 2>&1"
+)
 VIA_EXEC = (
     "{python} -m neuroflow_recover.cli exec --rule toy_step"
     " --wildcards subject={{wildcards.subject}} --wildcards session={{wildcards.session}}"
     " --attempt {{resources.attempt}} --log {{log}} --expect {{output.result}}"
     " --mem-mb 100 --runtime 5 --threads 1"
-    " -- python3 step.py {{wildcards.subject}} {{wildcards.session}} {{output.result}}"
+    " -- {python} step.py {{wildcards.subject}} {{wildcards.session}} {{output.result}}"
 )
 
 STEP = """\
@@ -93,10 +97,8 @@ VENV_BIN = Path(sys.executable).parent
 def make_toy_workflow(root: Path, jobs: list[tuple[str, str]], *, use_exec: bool = False) -> Path:
     """Write the toy workflow into `root`; returns it."""
     root.mkdir(parents=True, exist_ok=True)
-    if use_exec:
-        command = VIA_EXEC.format(python=sys.executable)
-    else:
-        command = PLAIN
+    template = VIA_EXEC if use_exec else PLAIN
+    command = template.format(python=shlex.quote(sys.executable))
     (root / "Snakefile").write_text(SNAKEFILE.format(command=command))
     (root / "step.py").write_text(STEP)
     (root / "jobs.txt").write_text("".join(f"{s} {t}\n" for s, t in jobs))
