@@ -14,7 +14,7 @@ rule bids_describe:
 rule heudiconv_convert:
     input:
         # existence is checked; their timestamps never re-run finished sessions
-        dicom=lambda wildcards: ancient(session_of(wildcards).dicom_dir),
+        dicom=dicom_dir,
         heuristic=ancient(config["heuristic"]),
     output:
         files=LAYOUT.bids_session_files("{subject}", "{session}"),
@@ -33,7 +33,7 @@ rule heudiconv_convert:
         attempt=attempt_number,
     params:
         step=step_runner,
-        expect=lambda wildcards, output: expect_args(output),
+        expect=expect_outputs,
         tool=heudiconv_tool,
     shell:
         "{params.step} --rule heudiconv_convert"

@@ -24,7 +24,7 @@ rule qsiparc_parcellate:
         attempt=attempt_number,
     params:
         step=step_runner,
-        expect=lambda wildcards, output: expect_args(output),
+        expect=expect_outputs,
         tool=qsiparc_tool,
     shell:
         "{params.step} --rule qsiparc_parcellate"

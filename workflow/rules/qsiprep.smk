@@ -26,14 +26,8 @@ rule qsiprep_preprocess:
         attempt=attempt_number,
     params:
         step=step_runner,
-        work=lambda wildcards, output: LAYOUT.work("qsiprep", wildcards.subject),
-        expect=lambda wildcards, output: expect_args(
-            list(output)
-            + [
-                LAYOUT.qsiprep_preproc_dwi(wildcards.subject, session)
-                for session in SUBJECT_SESSIONS[wildcards.subject]
-            ]
-        ),
+        work=qsiprep_work,
+        expect=qsiprep_expect,
         tool=qsiprep_tool,
     shell:
         "mkdir -p {params.work:q} && {params.step} --rule qsiprep_preprocess"

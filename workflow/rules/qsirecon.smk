@@ -27,12 +27,8 @@ rule qsirecon_reconstruct:
         attempt=attempt_number,
     params:
         step=step_runner,
-        work=lambda wildcards, output: LAYOUT.work(
-            "qsirecon", wildcards.subject, wildcards.session
-        ),
-        expect=lambda wildcards, output: expect_args(
-            list(output) + LAYOUT.qsirecon_atlas_tables()
-        ),
+        work=qsirecon_work,
+        expect=qsirecon_expect,
         tool=qsirecon_tool,
     shell:
         "mkdir -p {params.work:q} && {params.step} --rule qsirecon_reconstruct"
