@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""How long Snakemake needs to build the DAG and dry-run neuroflow for a large study.
+
+Generates a sessions sheet of N sessions (default 10,000: 5,000 subjects x 2 sessions)
+with empty DICOM directories (Snakemake checks that each exists; nothing reads them in a
+dry run), then times `snakemake -n` of workflow/Snakefile on it and prints the figures:
+wall time, CPU time, peak memory and the number of jobs. With --floor it also times the
+same DAG written as static rules without any Python (Snakemake's own cost for that many
+jobs), to separate neuroflow's overhead from Snakemake's.
+
+    python benchmarks/dag_scale.py                      # 10,000 sessions
+    python benchmarks/dag_scale.py --sessions 2000 --floor
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+FLOOR_SNAKEFILE = """\
+import csv
+import gc
+
+gc.disable()
+ROWS = list(csv.DictReader(open("sessions.tsv"), delimiter="\\t"))
+SUBJECT_SESSIONS = {}
+for row in ROWS:
+    SUBJECT_SESSIONS.setdefault(row["participant_id"], []).append(row["session_id"])
+DICOM = {(r["participant_id"], r["session_id"]): r["dicom_dir"] for r in ROWS}
+BIDS = ["anat/T1w.nii.gz", "anat/T1w.json", "dwi/dwi.nii.gz", "dwi/dwi.bval", "dwi/dwi.bvec", "dwi/dwi.json"]
+MAPS = ["fa", "md", "mk"]
+
+wildcard_constraints:
+    subject="[a-zA-Z0-9]+",
+    session="[a-zA-Z0-9]+",
+
+rule all:
+    input: [f"r/parc/{r['participant_id']}_{r['session_id']}_{m}.tsv" for r in ROWS for m in MAPS]
+
+rule describe:
+    output: "r/bids/dataset_description.json"
+    shell: "touch {output}"
+
+rule convert:
+    input: lambda wc: DICOM[(wc.subject, wc.session)]
+    output: expand("r/bids/{{subject}}/{{session}}/{f}", f=BIDS)
+    log: "r/logs/convert/{subject}_{session}.log"
+    shell: "touch {output}"
+
+rule prep:
+    input:
+        bids=lambda wc: [f"r/bids/{wc.subject}/{s}/{f}" for s in SUBJECT_SESSIONS[wc.subject] for f in BIDS],
+        description="r/bids/dataset_description.json",
+    output: "r/prep/{subject}.html"
+    log: "r/logs/prep/{subject}.log"
+    shell: "touch {output}"
+
+rule recon:
+    input: "r/prep/{subject}.html"
+    output: "r/recon/{subject}_{session}_seg.nii.gz", expand("r/recon/{{subject}}_{{session}}_{m}.nii.gz", m=MAPS)
+    log: "r/logs/recon/{subject}_{session}.log"
+    shell: "touch {output}"
+
+rule parc:
+    input: "r/recon/{subject}_{session}_seg.nii.gz", expand("r/recon/{{subject}}_{{session}}_{m}.nii.gz", m=MAPS)
+    output: expand("r/parc/{{subject}}_{{session}}_{m}.tsv", m=MAPS)
+    log: "r/logs/parc/{subject}_{session}.log"
+    shell: "touch {output}"
+"""
+
+
+def make_study(root: Path, sessions: int, per_subject: int) -> int:
+    """sessions.tsv, empty DICOM directories, license, heuristic and config.yaml."""
+    rows = ["participant_id\tsession_id\tdicom_dir"]
+    subjects = -(-sessions // per_subject)
+    width = max(3, len(str(subjects)))
+    made = 0
+    for s in range(1, subjects + 1):
+        for e in range(1, per_subject + 1):
+            if made == sessions:
+                break
+            dicom = f"dicom/sub-{s:0{width}d}/ses-{e:02d}"
+            (root / dicom).mkdir(parents=True)
+            rows.append(f"{s:0{width}d}\t{e:02d}\t{dicom}")
+            made += 1
+    (root / "sessions.tsv").write_text("\n".join(rows) + "\n")
+    (root / "license.txt").write_text("benchmark\n")
+    (root / "heuristic.py").write_text("")
+    (root / "config.yaml").write_text(
+        "sessions: sessions.tsv\nheuristic: heuristic.py\nfreesurfer_license: license.txt\n"
+        "templateflow_home: null\n"
+    )
+    return subjects
+
+
+def dry_run(root: Path, snakefile: Path, extra: list[str]) -> dict:
+    """Time one `snakemake -n` (wall, CPU of the child, its peak RSS) and count its jobs."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [
+        sys.executable, "-m", "snakemake", "-n", "--quiet", "rules",
+        "--snakefile", str(snakefile), "--directory", str(root),
+        "--workflow-profile", "none", *extra,
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        sys.exit(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-3000:]}{proc.stdout[-3000:]}")
+    total = re.search(r"^total\s+(\d+)", proc.stdout, re.M)
+    return {
+        "wall_s": wall,
+        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "peak_mb": after.ru_maxrss / 1024,
+        "jobs": int(total.group(1)) if total else -1,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--sessions-per-subject", type=int, default=2)
+    parser.add_argument("--floor", action="store_true", help="also time the static-rule DAG")
+    parser.add_argument("--keep", action="store_true", help="keep the generated study")
+    args = parser.parse_args(argv)
+
+    from neuroflow_recover.sheet import load_sessions
+
+    root = Path(tempfile.mkdtemp(prefix="neuroflow-dag-scale-"))
+    try:
+        start = time.perf_counter()
+        subjects = make_study(root, args.sessions, args.sessions_per_subject)
+        print(f"study: {args.sessions} sessions of {subjects} subjects in {root} "
+              f"({time.perf_counter() - start:.1f} s to generate)")  # fmt: skip
+        start = time.perf_counter()
+        load_sessions(root / "sessions.tsv")
+        print(f"sheet: load_sessions() {time.perf_counter() - start:.2f} s")
+        figures = dry_run(
+            root, REPO / "workflow" / "Snakefile", ["--configfile", str(root / "config.yaml")]
+        )
+        print(
+            f"neuroflow: snakemake -n  {figures['wall_s']:.1f} s wall, {figures['cpu_s']:.1f} s CPU, "
+            f"peak {figures['peak_mb']:.0f} MB, {figures['jobs']} jobs "
+            f"({1000 * figures['wall_s'] / max(1, figures['jobs']):.2f} ms per job)"
+        )
+        if args.floor:
+            shutil.rmtree(root / ".snakemake", ignore_errors=True)
+            (root / "Floor.smk").write_text(FLOOR_SNAKEFILE)
+            floor = dry_run(root, root / "Floor.smk", [])
+            print(
+                f"floor:     snakemake -n  {floor['wall_s']:.1f} s wall, {floor['cpu_s']:.1f} s CPU, "
+                f"{floor['jobs']} jobs (the same DAG as static rules: Snakemake's own cost)"
+            )
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The sessions sheet: parsing, refusals naming the row, and refusal through Snakemake."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuroflow_recover.errors import SheetError
+from neuroflow_recover.sheet import Session, load_sessions, sessions_by_subject
+from workflow_study import dry_run, make_study
+
+HEADER = "participant_id\tsession_id\tdicom_dir\n"
+
+
+def sheet(tmp_path, body: str, header: str = HEADER, name: str = "sessions.tsv"):
+    path = tmp_path / name
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def refusal(tmp_path, body: str, **kwargs) -> str:
+    with pytest.raises(SheetError) as info:
+        load_sessions(sheet(tmp_path, body, **kwargs))
+    return str(info.value)
+
+
+def test_rows_become_sessions_in_sheet_order(tmp_path):
+    path = sheet(tmp_path, "01\t01\t/data/a\n01\t02\t/data/b\n\nA7\tpre\trel/c\n")
+    assert load_sessions(path) == [
+        Session("01", "01", "/data/a", 2),
+        Session("01", "02", "/data/b", 3),
+        Session("A7", "pre", "rel/c", 5),  # the blank line keeps its number
+    ]
+
+
+def test_extra_columns_bom_and_surrounding_spaces_are_accepted(tmp_path):
+    path = tmp_path / "s.tsv"
+    path.write_text(
+        "\ufeffsite\tparticipant_id\tsession_id\tdicom_dir\nX\t 02 \t01\t/d/x \n", encoding="utf-8"
+    )
+    assert load_sessions(path) == [Session("02", "01", "/d/x", 2)]
+
+
+def test_header_only_sheet_has_no_sessions(tmp_path):
+    assert load_sessions(sheet(tmp_path, "")) == []
+
+
+def test_wildcards_of_a_session():
+    assert Session("01", "02", "x", 2).wildcards == {"subject": "01", "session": "02"}
+
+
+def test_underscore_label_is_refused_naming_the_row(tmp_path):
+    message = refusal(tmp_path, "01\t01\ta\n02\t01\tb\nsub_01\t01\tc\n")
+    assert "sessions.tsv row 4: participant_id 'sub_01' is not a BIDS label (letters and digits only)" in message
+
+
+def test_prefixed_labels_are_refused_with_a_hint(tmp_path):
+    message = refusal(tmp_path, "sub-01\tses-02\ta\n")
+    assert "row 2: participant_id 'sub-01' is not a BIDS label" in message
+    assert "write '01' without the 'sub-' prefix" in message
+    assert "row 2: session_id 'ses-02' is not a BIDS label" in message
+    assert "write '02' without the 'ses-' prefix" in message
+
+
+@pytest.mark.parametrize("label", ["0 1", "01.5", "é1", "01-a"])
+def test_non_alphanumeric_labels_are_refused(tmp_path, label):
+    assert "is not a BIDS label" in refusal(tmp_path, f"{label}\t01\ta\n")
+
+
+def test_empty_values_are_refused(tmp_path):
+    message = refusal(tmp_path, "01\t\ta\n02\t01\t\n")
+    assert "row 2: session_id is empty" in message
+    assert "row 3: dicom_dir is empty" in message
+
+
+def test_duplicate_session_is_refused_naming_both_rows(tmp_path):
+    message = refusal(tmp_path, "01\t01\ta\n02\t01\tb\n01\t01\tc\n")
+    assert "row 4: participant_id '01' session_id '01' is already on row 2" in message
+
+
+def test_duplicate_dicom_directory_is_refused(tmp_path):
+    message = refusal(tmp_path, "01\t01\t/d/a\n01\t02\t/d/./a\n")
+    assert "row 3: dicom_dir '/d/./a' is already used by row 2" in message
+
+
+def test_wrong_number_of_fields_is_refused(tmp_path):
+    message = refusal(tmp_path, "01\t01\n01 02 /d\n")
+    assert "row 2: has 2 field(s), the header has 3" in message
+    assert "row 3: has 1 field(s)" in message
+
+
+def test_missing_column_is_refused(tmp_path):
+    message = refusal(tmp_path, "01\t01\n", header="participant_id\tsession_id\n")
+    assert "row 1: missing column(s) dicom_dir" in message
+
+
+def test_comma_separated_sheet_is_refused(tmp_path):
+    message = refusal(tmp_path, "01,01,a\n", header="participant_id,session_id,dicom_dir\n")
+    assert "missing column(s) participant_id, session_id, dicom_dir" in message
+
+
+def test_every_problem_is_reported_up_to_a_limit(tmp_path):
+    message = refusal(tmp_path, "".join(f"s_{i}\t01\td{i}\n" for i in range(15)))
+    assert message.count("is not a BIDS label") == 10
+    assert message.endswith("... and 5 more")
+
+
+def test_missing_and_empty_files_are_refused(tmp_path):
+    with pytest.raises(SheetError, match="does not exist"):
+        load_sessions(tmp_path / "nope.tsv")
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(SheetError, match="empty file"):
+        load_sessions(tmp_path / "empty.tsv")
+
+
+def test_sessions_by_subject_keeps_sheet_order():
+    rows = [Session("02", "01", "a", 2), Session("01", "01", "b", 3), Session("02", "02", "c", 4)]
+    assert {k: [s.session for s in v] for k, v in sessions_by_subject(rows).items()} == {
+        "02": ["01", "02"],
+        "01": ["01"],
+    }
+    assert list(sessions_by_subject(rows)) == ["02", "01"]
+
+
+def test_snakemake_refuses_a_bad_sheet_with_our_message(tmp_path):
+    study = make_study(tmp_path / "study", 1, 1)
+    (study / "sessions.tsv").write_text(HEADER + "01\t01\tdicom/sub-01/ses-01\nsub_02\t01\tdicom/x\n")
+    result = dry_run(study)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "SheetError" in output
+    assert "sessions.tsv row 3: participant_id 'sub_02' is not a BIDS label (letters and digits only)" in output
