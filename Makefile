@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dlq_scale.py
 
 clean:
-	rm -rf example/data example/results example/.snakemake example/.neuroflow
+	rm -rf example/data example/results example/work example/.snakemake example/.neuroflow
