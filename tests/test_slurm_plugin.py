@@ -20,8 +20,15 @@ import probe  # noqa: E402  (tests/slurm/probe.py)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
-SCENARIOS = ["complete", "fail", "oom", "timeout", "resubmit_mem", "resubmit_time",
-             "retry_in_allocation"]
+SCENARIOS = [
+    "complete",
+    "fail",
+    "oom",
+    "timeout",
+    "resubmit_mem",
+    "resubmit_time",
+    "retry_in_allocation",
+]
 
 
 def require_cluster() -> None:

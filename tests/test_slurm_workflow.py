@@ -129,7 +129,9 @@ def test_example_completes_on_slurm_with_the_user_profile(example, slurm_run):
     ids = [i for rule_ids in jobs.values() for i in rule_ids]
     rows = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "JobID,Partition,Account"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout.split()
     assert {tuple(r.split("|")[1:]) for r in rows} == {(probe.PARTITION, "root")}
 
@@ -149,7 +151,9 @@ def test_memory_kills_are_resubmitted_with_more_memory(example, slurm_run):
         )
         assert "exceeded memory limit" in log.read_text()
     for session in ("01", "02"):
-        records = read_records(example, "qsirecon_reconstruct", {"subject": "01", "session": session})
+        records = read_records(
+            example, "qsirecon_reconstruct", {"subject": "01", "session": session}
+        )
         final = records[-1]
         assert final.attempt == 2 and final.succeeded
         assert final.resources["mem_mb"] == 1200

@@ -65,21 +65,41 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
-        Scenario("complete", (target("probe_complete"),), expect_success=True,
-                 about="one job completes (its SLURM log is deleted by the plugin)"),
-        Scenario("fail", (target("probe_fail"),),
-                 about="exit 1 with a message on stderr -> FAILED"),
-        Scenario("oom", (target("probe_oom"),),
-                 about="600 MB with mem_mb=300 -> OverMemoryKill, state FAILED"),
-        Scenario("timeout", (target("probe_timeout"),),
-                 about="runtime=1 min, sleeps 120 s -> TIMEOUT"),
-        Scenario("resubmit_mem", (target("probe_growmem"),), expect_success=True,
-                 about="killed for memory at 300 MB, resubmitted with 900 MB, completes"),
-        Scenario("resubmit_time", (target("probe_growtime"),), expect_success=True,
-                 about="TIMEOUT at 1 min, resubmitted with 3 min and the same memory, completes"),
-        Scenario("retry_in_allocation", (target("probe_trap"),),
-                 about="unconditional rule-level retries: the retry also runs INSIDE the "
-                       "SLURM job (same allocation), then the main process resubmits"),
+        Scenario(
+            "complete",
+            (target("probe_complete"),),
+            expect_success=True,
+            about="one job completes (its SLURM log is deleted by the plugin)",
+        ),
+        Scenario(
+            "fail", (target("probe_fail"),), about="exit 1 with a message on stderr -> FAILED"
+        ),
+        Scenario(
+            "oom",
+            (target("probe_oom"),),
+            about="600 MB with mem_mb=300 -> OverMemoryKill, state FAILED",
+        ),
+        Scenario(
+            "timeout", (target("probe_timeout"),), about="runtime=1 min, sleeps 120 s -> TIMEOUT"
+        ),
+        Scenario(
+            "resubmit_mem",
+            (target("probe_growmem"),),
+            expect_success=True,
+            about="killed for memory at 300 MB, resubmitted with 900 MB, completes",
+        ),
+        Scenario(
+            "resubmit_time",
+            (target("probe_growtime"),),
+            expect_success=True,
+            about="TIMEOUT at 1 min, resubmitted with 3 min and the same memory, completes",
+        ),
+        Scenario(
+            "retry_in_allocation",
+            (target("probe_trap"),),
+            about="unconditional rule-level retries: the retry also runs INSIDE the "
+            "SLURM job (same allocation), then the main process resubmits",
+        ),
         Scenario(
             "keep_going_mixed",
             (
@@ -109,7 +129,9 @@ class ProbeRun:
     def main_log(self) -> Path:
         found = _COMPLETE_LOG.findall(self.output)
         if not found:
-            raise AssertionError(f"no 'Complete log(s):' line in the output of {self.scenario.name}")
+            raise AssertionError(
+                f"no 'Complete log(s):' line in the output of {self.scenario.name}"
+            )
         return Path(found[-1])
 
     @property
@@ -146,14 +168,21 @@ def env() -> dict[str, str]:
     return out
 
 
-def snakemake_command(targets: tuple[str, ...] | list[str], extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+def snakemake_command(
+    targets: tuple[str, ...] | list[str], extra: tuple[str, ...] | list[str] = ()
+) -> list[str]:
     return [
         str(BIN / "snakemake"),
-        "--executor", "slurm",
-        "--jobs", "8",
-        "--default-resources", f"slurm_partition={PARTITION}", "slurm_account=root",
+        "--executor",
+        "slurm",
+        "--jobs",
+        "8",
+        "--default-resources",
+        f"slurm_partition={PARTITION}",
+        "slurm_account=root",
         *STATUS_OVERRIDES,
-        "--latency-wait", "5",
+        "--latency-wait",
+        "5",
         *extra,
         *targets,
     ]
@@ -165,8 +194,13 @@ def start(scenario: Scenario, workdir: Path) -> tuple[ProbeRun, subprocess.Popen
     run = ProbeRun(scenario, workdir, snakemake_command(scenario.targets, scenario.extra_args))
     with open(workdir / "snakemake.out", "w") as out:  # a file: a full pipe would block
         proc = subprocess.Popen(
-            run.command, cwd=workdir, env=env(), stdout=out, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+            run.command,
+            cwd=workdir,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
     return run, proc
 
@@ -224,12 +258,25 @@ def sacct(slurm_ids: list[str], tries: int = 20) -> list[SacctRow]:
     """Job-level accounting rows (waits a little: slurmdbd lags behind slurmctld)."""
     if not slurm_ids:
         return []
-    cmd = ["sacct", "-X", "-n", "-P", "-j", ",".join(slurm_ids), "-o", "JobID,ReqMem,Timelimit,State"]
+    cmd = [
+        "sacct",
+        "-X",
+        "-n",
+        "-P",
+        "-j",
+        ",".join(slurm_ids),
+        "-o",
+        "JobID,ReqMem,Timelimit,State",
+    ]
     rows: list[SacctRow] = []
     for _ in range(tries):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
-        rows = [SacctRow(*line.split("|")[:4]) for line in out.splitlines() if line.count("|") >= 3]
-        if len(rows) == len(slurm_ids) and not any(r.state in ("RUNNING", "PENDING") for r in rows):
+        rows = [
+            SacctRow(*line.split("|")[:4]) for line in out.splitlines() if line.count("|") >= 3
+        ]
+        if len(rows) == len(slurm_ids) and not any(
+            r.state in ("RUNNING", "PENDING") for r in rows
+        ):
             break
         time.sleep(1)
     return rows
@@ -271,10 +318,14 @@ def save_fixture(run: ProbeRun, dest_root: Path = FIXTURES) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                        help=f"default: all of {', '.join(SCENARIOS)}")
-    parser.add_argument("--fixtures", action="store_true",
-                        help="rewrite tests/fixtures/logs/slurm_<scenario>/ from the runs")
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"default: all of {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--fixtures",
+        action="store_true",
+        help="rewrite tests/fixtures/logs/slurm_<scenario>/ from the runs",
+    )
     args = parser.parse_args(argv)
     problem = cluster_problem()
     if problem:
@@ -287,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="neuroflow-slurm-probe-") as tmp:
         runs = run_scenarios(names, Path(tmp))
         for name, run in runs.items():
-            print(f"{name}: exit {run.returncode} in {run.seconds:.0f} s, SLURM jobs {run.slurm_ids}")
+            print(
+                f"{name}: exit {run.returncode} in {run.seconds:.0f} s, SLURM jobs {run.slurm_ids}"
+            )
             if args.fixtures:
                 print(f"  -> {save_fixture(run)}")
     return 0

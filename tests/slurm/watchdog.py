@@ -46,7 +46,10 @@ def active_slurm_jobs(run_id: str, env: dict[str, str] | None = None) -> list[st
     try:
         done = subprocess.run(
             ["squeue", "-h", "--name", run_id, "--states", ACTIVE_STATES, "-o", "%i"],
-            capture_output=True, text=True, timeout=60, env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -119,8 +122,15 @@ def run_watched(
     """Run Snakemake, copy its output to `output`, stop it when the watch says stuck."""
     watch = RunWatch(limits, lambda run_id: active_slurm_jobs(run_id, env))
     proc = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
     )
 
     def pump() -> None:
@@ -144,8 +154,12 @@ def run_watched(
             if stuck is not None:
                 stop(proc, limits.grace_seconds)
                 if watch.run_id:
-                    subprocess.run(["scancel", "--name", watch.run_id], env=env,
-                                   capture_output=True, timeout=60)
+                    subprocess.run(
+                        ["scancel", "--name", watch.run_id],
+                        env=env,
+                        capture_output=True,
+                        timeout=60,
+                    )
     reader.join(timeout=30)
     return WatchedRun(proc.returncode, stuck, watch.clock() - watch.started, watch.run_id)
 
