@@ -15,6 +15,7 @@ from snakemake.common import overwrite_function_params
 
 from neuroflow_recover import containers
 from neuroflow_recover.config import stage_max_attempts, validate_config
+from neuroflow_recover.errors import SheetError
 from neuroflow_recover.layout import RULE_STAGE, Layout, final_targets
 from neuroflow_recover.resources import stage_resources
 from neuroflow_recover.sheet import load_sessions, sessions_by_subject
@@ -98,7 +99,7 @@ def session_of(wildcards):
     try:
         return SESSION[(wildcards.subject, wildcards.session)]
     except KeyError:
-        raise ValueError(
+        raise SheetError(
             f"subject {wildcards.subject} session {wildcards.session} is not in the "
             f"sessions sheet {config['sessions']}"
         ) from None
