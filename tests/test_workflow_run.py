@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,17 +121,25 @@ def test_adding_a_session_reruns_only_that_subjects_qsiprep_and_downstream(finis
     assert " --session-id 01 02 " in qsiprep["shell"]
 
 
-def test_retries_follow_the_stage_max_attempts(tmp_path):
-    """A conversion that always fails is attempted max_attempts times (rule-level retries)."""
+def test_retries_follow_max_attempts_with_the_resources_of_each_attempt(tmp_path):
+    """A conversion that always dies of memory is attempted max_attempts times (rule-level
+    retries), each attempt with the memory stage_resources() gives it after the last one."""
+    oom = "import sys; print('MemoryError: Unable to allocate 2.00 GiB', file=sys.stderr); sys.exit(1)"
     study = make_study(
         tmp_path / "study", 1, 1, real=True,
         config={
-            "stages": {"bids_conversion": {"container": {"command": "false"}}},
+            "stages": {"bids_conversion": {"container": {"command": f'{sys.executable} -c "{oom}"'}}},
             "error_handling": {"pipelines": {"bids_conversion": {"max_attempts": 3}}},
         },
     )  # fmt: skip
     result = run(study)
     assert result.returncode != 0
     assert result.stderr.count("Trying to restart job") == 2
-    records = read_records(study, "heudiconv_convert", {"subject": "01", "session": "01"})
-    assert sorted(r.attempt for r in records) == [1, 2, 3]
+    records = sorted(
+        read_records(study, "heudiconv_convert", {"subject": "01", "session": "01"}),
+        key=lambda r: r.attempt,
+    )
+    assert [r.attempt for r in records] == [1, 2, 3]
+    assert [r.error_class for r in records] == ["ResourceError"] * 3
+    assert [r.resources["mem_mb"] for r in records] == [1000, 2000, 4000]  # growth 2.0
+    assert [r.resources["runtime"] for r in records] == [10, 10, 10]  # not about time
