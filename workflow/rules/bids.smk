@@ -22,6 +22,7 @@ rule heudiconv_convert:
         LAYOUT.log("heudiconv_convert", "{subject}", "{session}"),
     benchmark:
         LAYOUT.benchmark("heudiconv_convert", "{subject}", "{session}")
+    # max_attempts - 1 of the stage; 0 inside a SLURM job (slurm plugin #284, see retries())
     retries: retries("heudiconv_convert")
     conda:
         "../envs/tools.yaml"

@@ -13,6 +13,7 @@ rule qsiparc_parcellate:
         LAYOUT.log("qsiparc_parcellate", "{subject}", "{session}"),
     benchmark:
         LAYOUT.benchmark("qsiparc_parcellate", "{subject}", "{session}")
+    # max_attempts - 1 of the stage; 0 inside a SLURM job (slurm plugin #284, see retries())
     retries: retries("qsiparc_parcellate")
     conda:
         "../envs/tools.yaml"

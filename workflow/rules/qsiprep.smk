@@ -15,6 +15,7 @@ rule qsiprep_preprocess:
         LAYOUT.log("qsiprep_preprocess", "{subject}"),
     benchmark:
         LAYOUT.benchmark("qsiprep_preprocess", "{subject}")
+    # max_attempts - 1 of the stage; 0 inside a SLURM job (slurm plugin #284, see retries())
     retries: retries("qsiprep_preprocess")
     conda:
         "../envs/tools.yaml"

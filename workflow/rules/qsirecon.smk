@@ -16,6 +16,7 @@ rule qsirecon_reconstruct:
         LAYOUT.log("qsirecon_reconstruct", "{subject}", "{session}"),
     benchmark:
         LAYOUT.benchmark("qsirecon_reconstruct", "{subject}", "{session}")
+    # max_attempts - 1 of the stage; 0 inside a SLURM job (slurm plugin #284, see retries())
     retries: retries("qsirecon_reconstruct")
     conda:
         "../envs/tools.yaml"
