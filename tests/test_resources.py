@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -186,3 +187,177 @@ def test_cause_of():
     assert cause_of(rec(error_class="ValidationError")) == "final"
     assert cause_of(rec(error_class="ResourceError", skipped=True, resource="memory")) == "final"
     assert cause_of(rec(error_class=None)) == "unknown"
+
+
+# ------------------------------------------------- attempts killed by SLURM (no record)
+
+FIXTURES = REPO / "tests" / "fixtures" / "logs"
+OOM_LOG = FIXTURES / "slurm_keep_going_mixed/.snakemake/slurm_logs/rule_probe_oom/01_2/37.log"
+TIMEOUT_LOG = FIXTURES / "slurm_timeout/.snakemake/slurm_logs/rule_probe_timeout/01_1/29.log"
+HEADER_ONLY_LOG = FIXTURES / "slurm_fail/.snakemake/slurm_logs/rule_probe_fail/01_1/27.log"
+RECON = "qsirecon_reconstruct"
+RECON_WC = {"subject": "01", "session": "2"}  # Snakemake's order -> directory 01_2
+RECON_BASE = {"mem_mb": 16000, "runtime": 480, "threads": 8, "disk_mb": 30000}
+
+
+@pytest.fixture(autouse=True)
+def _not_in_a_slurm_job(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+
+
+def slurm_log(workdir, fixture, job_id, minutes, rule=RECON, values="01_2",
+              logdir=".snakemake/slurm_logs"):
+    """A real fixture SLURM log at the plugin's path, modified at T0 + minutes."""
+    path = Path(workdir) / logdir / f"rule_{rule}" / values / f"{job_id}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(fixture.read_bytes())
+    stamp = (T0 + timedelta(minutes=minutes)).timestamp()
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def recon(cfg, workdir, attempt, **kw):
+    return stage_resources(cfg, RECON, RECON_WC, attempt, workdir, **kw)
+
+
+def test_slurm_memory_kill_without_record_grows_memory_only(cfg, tmp_path):
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "mem_mb": 24000}
+
+
+def test_slurm_time_limit_without_record_grows_runtime_only(cfg, tmp_path):
+    slurm_log(tmp_path, TIMEOUT_LOG, 29, minutes=5)
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "runtime": 720}
+
+
+def test_log_without_a_cause_stays_blind(cfg, tmp_path):
+    slurm_log(tmp_path, HEADER_ONLY_LOG, 27, minutes=5)
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "mem_mb": 24000, "runtime": 720}
+
+
+def test_newest_log_is_the_previous_attempt(cfg, tmp_path):
+    slurm_log(tmp_path, TIMEOUT_LOG, 29, minutes=5)
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=10)
+    got = recon(cfg, tmp_path, 2)
+    assert (got["mem_mb"], got["runtime"]) == (24000, 480)
+
+
+def test_trailing_attempts_without_records_each_use_their_log(cfg, tmp_path):
+    slurm_log(tmp_path, OOM_LOG, 31, minutes=5)
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=10)
+    assert recon(cfg, tmp_path, 3) == {**RECON_BASE, "mem_mb": 36000}  # 16000 x 1.5^2
+    # attempt 1 timed out, attempt 2 ran out of memory
+    slurm_log(tmp_path, TIMEOUT_LOG, 31, minutes=5)
+    assert recon(cfg, tmp_path, 3) == {**RECON_BASE, "mem_mb": 24000, "runtime": 720}
+
+
+def test_record_then_killed_attempt(cfg, tmp_path):
+    # attempt 1 wrote a record (time limit), attempt 2 was killed for memory without one
+    record(tmp_path, 1, "ResourceError", "runtime", minutes=0, rule=RECON, wc=RECON_WC)
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=10)
+    assert recon(cfg, tmp_path, 3) == {**RECON_BASE, "mem_mb": 24000, "runtime": 720}
+
+
+def test_log_older_than_the_newest_record_is_not_used(cfg, tmp_path):
+    # an older run: its SLURM log, then its attempt-2 record; this run's attempt 1 left
+    # neither a record nor (yet) a log
+    slurm_log(tmp_path, OOM_LOG, 12, minutes=5)
+    record(tmp_path, 2, "TransientError", minutes=10, rule=RECON, wc=RECON_WC)
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "mem_mb": 24000, "runtime": 720}
+    slurm_log(tmp_path, TIMEOUT_LOG, 40, minutes=20)  # this run's attempt 1
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "runtime": 720}
+
+
+def test_log_of_the_own_slurm_job_is_skipped(cfg, tmp_path, monkeypatch):
+    # inside the SLURM job of attempt 2, Snakemake evaluates attempt 2's resources again:
+    # its own (newest, still growing) log is not attempt 1's
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+    slurm_log(tmp_path, HEADER_ONLY_LOG, 41, minutes=10)
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "mem_mb": 24000}
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # e.g. a main Snakemake run inside sbatch
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "mem_mb": 24000, "runtime": 720}
+
+
+def test_log_of_a_job_a_record_names_is_skipped(cfg, tmp_path):
+    # attempt 1: memory (record); attempt 2: transient (record naming SLURM job 41, whose
+    # log is written after the record); attempt 3: no record and no log
+    record(tmp_path, 1, "ResourceError", "memory", minutes=-10, rule=RECON, wc=RECON_WC)
+    second = record(tmp_path, 2, "TransientError", minutes=-5, rule=RECON, wc=RECON_WC)
+    second.slurm_job_id = "41"
+    for old in (tmp_path / ".neuroflow").rglob("*attempt-2.json"):
+        old.unlink()
+    write_record(tmp_path, second)
+    slurm_log(tmp_path, TIMEOUT_LOG, 41, minutes=-4)
+    # attempt 3 unknown (not 41's time limit): mem 16000 x 1.5^2, runtime 480 x 1.5
+    assert recon(cfg, tmp_path, 4) == {**RECON_BASE, "mem_mb": 36000, "runtime": 720}
+    slurm_log(tmp_path, OOM_LOG, 45, minutes=5)  # attempt 3's log appears
+    assert recon(cfg, tmp_path, 4) == {**RECON_BASE, "mem_mb": 36000}
+
+
+def test_wildcard_values_follow_the_given_order(cfg, tmp_path):
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=5)  # directory 01_2
+    other_order = {"session": "2", "subject": "01"}  # would be 2_01: no log there
+    got = stage_resources(cfg, RECON, other_order, 2, tmp_path)
+    assert (got["mem_mb"], got["runtime"]) == (24000, 720)
+    assert resources.slurm_log_dir(tmp_path, RECON, RECON_WC) == (
+        tmp_path / ".snakemake" / "slurm_logs" / f"rule_{RECON}" / "01_2")
+    assert resources.slurm_log_dir("w", "r", {}).as_posix() == "w/.snakemake/slurm_logs/rule_r"
+
+
+def test_custom_slurm_logdir(cfg, tmp_path):
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=5, logdir="cluster/logs")
+    assert recon(cfg, tmp_path, 2)["runtime"] == 720  # default logdir: nothing there
+    assert recon(cfg, tmp_path, 2, slurm_logdir="cluster/logs") == {
+        **RECON_BASE, "mem_mb": 24000}
+    absolute = tmp_path / "cluster" / "logs"
+    assert recon(cfg, tmp_path / "elsewhere", 2, slurm_logdir=absolute)["mem_mb"] == 24000
+
+
+def test_only_the_tail_of_a_big_log_is_classified(cfg, tmp_path):
+    path = slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+    filler = b"probe: still working\n" * (resources.SLURM_TAIL_BYTES // 10)
+    path.write_bytes(OOM_LOG.read_bytes() + filler)  # the kill is far before the tail
+    stamp = (T0 + timedelta(minutes=5)).timestamp()
+    os.utime(path, (stamp, stamp))
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "mem_mb": 24000, "runtime": 720}
+    path.write_bytes(filler + OOM_LOG.read_bytes())
+    os.utime(path, (stamp, stamp))
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "mem_mb": 24000}
+
+
+def test_user_patterns_classify_slurm_logs(cfg, tmp_path):
+    path = slurm_log(tmp_path, HEADER_ONLY_LOG, 27, minutes=5)
+    cfg["error_handling"]["patterns"] = [
+        {"id": "site_disk", "regex": "probe: is_main_process", "class": "ResourceError",
+         "resource": "disk"}]
+    assert path.is_file()
+    assert recon(cfg, tmp_path, 2) == {**RECON_BASE, "disk_mb": 60000}
+
+
+def test_record_of_the_previous_attempt_wins_over_logs(cfg, tmp_path):
+    record(tmp_path, 1, "TransientError", minutes=0, rule=RECON, wc=RECON_WC)
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=10)  # attempt 1's own log, written after it
+    assert recon(cfg, tmp_path, 2) == RECON_BASE
+
+
+def test_no_slurm_lookup_at_attempt_one_or_in_blind_mode(cfg, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("no SLURM log lookup expected")
+
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+    monkeypatch.setattr(resources, "slurm_log_causes", boom)
+    assert recon(cfg, tmp_path, 1) == RECON_BASE
+    cfg["error_handling"]["cause_aware"] = False
+    assert recon(cfg, tmp_path, 2)["runtime"] == 720
+
+
+def test_slurm_log_causes_reports_what_it_used(cfg, tmp_path):
+    path = slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+    (path.parent / "notes.txt").write_text("exceeded memory limit\n")
+    (path.parent / "99.log").mkdir()
+    found = resources.slurm_log_causes(cfg, RECON, RECON_WC, [], 3, tmp_path)
+    assert [(f.path, f.slurm_job_id, f.cause) for f in found] == [(path, "37", "memory")]
+    assert found[0].classification.pattern_id == "slurm_exceeded_memory"
+    assert resources.slurm_log_causes(cfg, RECON, RECON_WC, [], 0, tmp_path) == []
+    assert resources.slurm_log_causes(cfg, RECON, {"subject": "09"}, [], 1, tmp_path) == []
