@@ -33,7 +33,6 @@ from .models import IngestedLog
 log = get_logger(__name__)
 
 LOG_DIR = Path(".snakemake") / "log"
-LOCK_DIR = Path(".snakemake") / "locks"
 LOG_SUFFIX = ".snakemake.log"
 # records may start a little before the log's first time stamp and end after its last one
 WINDOW_SLACK = timedelta(seconds=5)
@@ -463,8 +462,9 @@ def _display_path(path: Path, workdir: Path) -> str:
 
 
 def _locks_held(workdir: Path) -> bool:
-    directory = Path(workdir) / LOCK_DIR
-    return directory.is_dir() and any(directory.iterdir())
+    from .snakemake_cmd import lock_files
+
+    return bool(lock_files(workdir))
 
 
 def _load_sessions(workdir: Path, cfg: dict):

@@ -168,10 +168,16 @@ def _complete_log(line: str) -> Path | None:
 
 
 def lock_files(workdir: Path) -> list[Path]:
+    """The files in `.snakemake/locks` ([] when there is no such directory).
+
+    Every Snakemake process creates that directory when it starts and removes it when it
+    ends, so it may vanish between looking and listing: that is "no lock", not an error.
+    """
     directory = Path(workdir) / LOCK_DIR
-    if not directory.is_dir():
+    try:
+        return sorted(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(directory.iterdir())
 
 
 def running_snakemake(workdir: Path) -> list[int]:

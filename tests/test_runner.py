@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dlq_workflows import VENV_BIN, behave, make_toy_workflow, recover
+from neuroflow_recover.snakemake_cmd import lock_files
 
 pytestmark = pytest.mark.workflow
 
@@ -143,7 +144,23 @@ def test_non_retryable_entries_need_force_and_retry_all(tmp_path):
     assert {e["resolved_by"] for e in _list(root, "--all")} == {"retry"}
 
 
+def _wait_for(condition, holder: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert holder.poll() is None, f"Snakemake ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def test_running_snakemake_lock_and_stale_lock(tmp_path):
+    """Every step waits for an observable state, never for time.
+
+    Snakemake creates `.snakemake/locks` when it STARTS and removes the whole directory when
+    it ENDS, so the directory comes and goes with every Snakemake process: the test only
+    looks at it while no Snakemake can be starting or ending (the holder is inside its job,
+    or has been waited for), and `lock_files` treats a directory that vanishes between
+    looking and listing as "no lock".
+    """
     root = make_toy_workflow(tmp_path / "wf", [("01", "1")])
     behave(root, "01", "1", "wait|go|0|")
     holder = subprocess.Popen(
@@ -153,17 +170,18 @@ def test_running_snakemake_lock_and_stale_lock(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 300
-        while not (root / "started_01_1").exists():
-            assert holder.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        # the job runs (so Snakemake has written its locks) and waits for `go`
+        _wait_for(lambda: (root / "started_01_1").exists(), holder, "the job to start")
+        _wait_for(lambda: lock_files(root), holder, "the lock files")
         locked = recover(root, "run", "--", "--cores", "1")
         assert locked.returncode == 1
         assert "Snakemake is running in" in locked.stderr and "nothing was changed" in locked.stderr
+        assert holder.poll() is None  # it held the lock the whole time
     finally:
         (root / "go").write_text("")
         holder.wait(timeout=600)
     assert holder.returncode == 0
+    assert lock_files(root) == []  # Snakemake released its lock when it ended
 
     # a lock left by a killed Snakemake: no process alive
     locks = root / ".snakemake" / "locks"
@@ -172,9 +190,18 @@ def test_running_snakemake_lock_and_stale_lock(tmp_path):
     stale = recover(root, "run", "--", "--cores", "1")
     assert stale.returncode == 1
     assert "stale Snakemake lock" in stale.stderr and "snakemake --unlock" in stale.stderr
+    assert [p.name for p in lock_files(root)] == ["0.output.lock"]  # nothing was changed
     unlocked = recover(root, "run", "--unlock", "--", "--cores", "1")
     assert unlocked.returncode == 0, unlocked.stderr
-    assert not locks.exists() or not any(locks.iterdir())
+    assert lock_files(root) == []
+
+
+def test_lock_files_tolerates_a_vanishing_lock_directory(tmp_path):
+    """The directory of a Snakemake that is starting or ending may be gone the next moment."""
+    assert lock_files(tmp_path) == []
+    (tmp_path / ".snakemake").mkdir()
+    (tmp_path / ".snakemake" / "locks").write_text("not a directory")
+    assert lock_files(tmp_path) == []
 
 
 def test_delay_scale_must_be_a_number(tmp_path):
