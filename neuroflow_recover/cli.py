@@ -339,8 +339,15 @@ def show_cmd(obj, entry_id, as_json) -> None:
 
 @cli.command("retry")
 @click.argument("entry_id", type=int)
-@click.option("--force", is_flag=True, help="Retry even a non-retryable entry.")
-@click.option("--dry-run", is_flag=True, help="Print the Snakemake command, run nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Retry a non-retryable entry even though neither its inputs nor the configuration "
+    "changed since it failed.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the Snakemake command and its targets, run nothing."
+)
 @click.option("--unlock", is_flag=True, help="Remove a stale Snakemake lock first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.pass_obj
@@ -348,7 +355,10 @@ def show_cmd(obj, entry_id, as_json) -> None:
 def retry_cmd(obj, entry_id, force, dry_run, unlock, as_json) -> None:
     """Re-run an entry's job (and what depends on it); resolve it only if it succeeds.
 
-    Exit status: 0 when resolved (or --dry-run), 1 when the job failed again.
+    A non-retryable entry (ValidationError, ConfigurationError, NonRetryableError) is re-run
+    only when one of its job's inputs or the configuration changed since it failed (the
+    cause was fixed), or with --force. Prints the targets and the Snakemake command.
+    Exit status: 0 when resolved (or --dry-run), 1 when the job failed again or was refused.
     """
     from .report import render_retry
     from .runner import retry_entry
@@ -369,8 +379,14 @@ def retry_cmd(obj, entry_id, force, dry_run, unlock, as_json) -> None:
 
 @cli.command("retry-all")
 @click.option("--pipeline", required=True, help="Retry every unresolved entry of this pipeline.")
-@click.option("--force", is_flag=True, help="Include non-retryable entries.")
-@click.option("--dry-run", is_flag=True, help="Print the Snakemake command(s), run nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Include non-retryable entries whose inputs and configuration did not change.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the Snakemake command(s) and targets, run nothing."
+)
 @click.option("--unlock", is_flag=True, help="Remove a stale Snakemake lock first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.pass_obj

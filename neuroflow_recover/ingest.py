@@ -298,6 +298,7 @@ def build_failure(context: IngestContext, run_log, job) -> JobFailure:
         invocation=dict(context.invocation),
         error_details={
             "output": list(job.output),
+            "input": _job_input(job),
             "log_files": list(job.log_files),
             "main_log": _display_path(Path(job.log_path), workdir),
             "slurm_log": job.slurm_log,
@@ -310,6 +311,14 @@ def build_failure(context: IngestContext, run_log, job) -> JobFailure:
     failure.targets = targets_for(failure, context.cfg, sessions)
     failure.events = _events(job, run_log, records, failure, context.classifier)
     return failure
+
+
+def _job_input(job) -> list[str]:
+    """The failed job's input files, from its last job block that lists them."""
+    for attempt in reversed(getattr(job, "attempt_details", None) or []):
+        if attempt.input:
+            return list(attempt.input)
+    return []
 
 
 def _events(

@@ -126,7 +126,11 @@ def render_entry(entry: DeadLetterEntry) -> str:
         f"  session:      {_cell(data['session'])}",
         f"  wildcards:    {_wildcards(data['wildcards'])}",
         f"  error class:  {data['error_type']}"
-        + ("" if data["retryable"] else "  (not retryable: `retry` needs --force)"),
+        + (
+            ""
+            if data["retryable"]
+            else "  (not retryable: `retry` needs a changed input or configuration, or --force)"
+        ),
         f"  resource:     {_cell(data['resource'])}",
         f"  pattern:      {_cell(data['pattern_id'])}",
         f"  exit code:    {_cell(data['exit_code'])}",
@@ -243,6 +247,10 @@ def render_retry(outcomes) -> str:
             label = "would run" if outcome.dry_run else "ran"
             ids = ", ".join(map(str, outcome.entry_ids))
             lines.append(f"entries {ids}: {label}: {show_command(outcome.command)}")
+            targets = list(getattr(outcome, "targets", None) or [])
+            if targets:
+                lines.append("  targets:")
+                lines += [f"    {target}" for target in targets]
         for entry_id, why in outcome.skipped.items():
             lines.append(f"  entry {entry_id}: skipped, {why}")
         if outcome.dry_run:

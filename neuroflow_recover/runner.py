@@ -269,11 +269,13 @@ class RetryOutcome:
     still_open: list[int] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)  # id -> why (non-retryable)
     new_entries: list[int] = field(default_factory=list)  # other jobs that failed in the run
+    targets: list[str] = field(default_factory=list)  # what Snakemake was (or would be) asked for
 
     def to_dict(self) -> dict:
         return {
             "entries": self.entry_ids,
             "command": show_command(self.command) if self.command else None,
+            "targets": self.targets,
             "dry_run": self.dry_run,
             "snakemake_exit_code": self.returncode,
             "log": self.log_path,
@@ -311,11 +313,9 @@ def retry_entry(
             raise NeuroflowError(
                 f"dead-letter entry {entry_id} is already resolved (by {entry.resolved_by})"
             )
-        if not entry.retryable and not force:
-            raise NeuroflowError(
-                f"dead-letter entry {entry_id} is a {entry.error_type}, which is not retryable: "
-                f"fix the cause first, then `retry {entry_id} --force` (or `resolve {entry_id}`)"
-            )
+        refusal = _refusal(entry, workdir, cfg, force)
+        if refusal is not None:
+            raise NeuroflowError(refusal)
         plan = _plan(entry, cfg, workdir)
     outcomes = _execute([plan], session, workdir, cfg, dry_run=dry_run, unlock=unlock, echo=echo)
     return outcomes[0]
@@ -337,8 +337,9 @@ def retry_all(
     plans: list[_Plan] = []
     with session.begin():
         for entry in reversed(list_entries(session, pipeline, limit=None)):
-            if not entry.retryable and not force:
-                skipped[entry.id] = f"{entry.error_type} is not retryable (use --force)"
+            refusal = _refusal(entry, workdir, cfg, force)
+            if refusal is not None:
+                skipped[entry.id] = refusal.removeprefix(f"entry {entry.id} ")
                 continue
             plans.append(_plan(entry, cfg, workdir))
     groups: dict[str, list[_Plan]] = {}
@@ -353,6 +354,42 @@ def retry_all(
     if skipped:
         outcomes.append(RetryOutcome(sorted(skipped), [], dry_run, skipped=skipped))
     return outcomes
+
+
+def _refusal(entry, workdir: Path, cfg: dict, force: bool) -> str | None:
+    """Why a non-retryable entry may not be retried now, or None (see `changes`).
+
+    A non-retryable failure (bad input, bad configuration) would fail the same way again;
+    it is retried when one of its inputs or the configuration changed since it failed
+    (someone fixed the cause), or with --force.
+    """
+    if entry.retryable or force:
+        return None
+    from .changes import changes_since
+
+    found = changes_since(entry, workdir, cfg)
+    if found:
+        change = found[0]
+        log.info(
+            "non-retryable entry: a dependency changed since its last failure, retrying",
+            entry_id=entry.id,
+            changed=f"{change.kind} {change.path}",
+            changed_at=change.changed_at.isoformat(timespec="seconds"),
+        )
+        return None
+    since = _shown_time(entry.failed_at)
+    return (
+        f"entry {entry.id} failed with {entry.error_type} (not retryable) and neither its "
+        f"inputs nor the configuration changed since {since}; fix the cause and retry, "
+        "or use --force"
+    )
+
+
+def _shown_time(value) -> str:
+    from .changes import as_utc
+
+    moment = as_utc(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "its failure"
 
 
 def _plan(entry, cfg: dict, workdir: Path) -> _Plan:
@@ -388,7 +425,7 @@ def _execute(
         targets += [t for t in plan.targets if t not in targets]
     invocation = plans[0].invocation
     command = build_command(invocation, targets)
-    outcome = RetryOutcome(ids, command, dry_run)
+    outcome = RetryOutcome(ids, command, dry_run, targets=list(targets))
     if dry_run:
         return [outcome]
     check_lock(workdir, invocation, unlock=unlock)

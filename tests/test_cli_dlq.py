@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from neuroflow_recover.cli import cli
 from neuroflow_recover.db import open_database
 from neuroflow_recover.dlq import AttemptEvent, JobFailure, dead_letter, get_entry
 
+VENV_BIN = Path(sys.executable).parent
 WHEN_1 = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 WHEN_2 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -170,7 +172,8 @@ def test_show_everything(workdir):
         assert expected in lines, expected
     second = invoke(workdir, "show", "2")
     assert (
-        "  error class:  ValidationError  (not retryable: `retry` needs --force)" in second.stdout
+        "  error class:  ValidationError  (not retryable: `retry` needs a changed input or "
+        "configuration, or --force)" in second.stdout
     )
     data = json.loads(invoke(workdir, "show", "1", "--json").stdout)
     assert data["targets"] == ["results/qsiparc/sub-01/ses-1/done.txt"]
@@ -274,25 +277,111 @@ def test_stats_formats_and_output_file(workdir, tmp_path):
     assert bad.exit_code == 2 and "Invalid value for '--format'" in bad.stderr
 
 
-def test_retry_refuses_non_retryable_and_dry_run_prints_the_command(workdir):
-    refused = invoke(workdir, "retry", "2")
-    assert refused.exit_code == 1
-    assert refused.stderr == (
-        "Error: dead-letter entry 2 is a ValidationError, which is not retryable: fix the cause "
-        "first, then `retry 2 --force` (or `resolve 2`)\n"
-    )
-    dry = invoke(workdir, "retry", "2", "--force", "--dry-run")
+def test_dry_run_prints_the_exact_command_and_targets_and_changes_nothing(workdir):
+    db_file = workdir / ".neuroflow" / "neuroflow.db"
+    before = (invoke(workdir, "list", "--all", "--json").stdout, db_file.read_bytes())
+    snakemake = VENV_BIN / "snakemake"
+    # entry 2 is a ValidationError of March; config/config.yaml was written after it
+    dry = invoke(workdir, "retry", "2", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert dry.stdout.endswith("snakemake --cores 2 -- results/bids/sub-02/ses-1/.done\n")
-    assert dry.stdout.startswith("entries 2: would run: ")
+    assert dry.stdout == (
+        f"entries 2: would run: {snakemake} --cores 2 -- results/bids/sub-02/ses-1/.done\n"
+        "  targets:\n"
+        "    results/bids/sub-02/ses-1/.done\n"
+    )
     payload = json.loads(invoke(workdir, "retry", "1", "--dry-run", "--json").stdout)
     assert payload["dry_run"] is True and payload["resolved"] == []
-    assert payload["command"].endswith("--cores 2 -- results/qsiparc/sub-01/ses-1/done.txt")
-    listed = json.loads(invoke(workdir, "list", "--json").stdout)
-    assert [(e["id"], e["resolved"], e["attempts"]) for e in listed] == [
-        (2, False, 1),
-        (1, False, 2),
-    ]
+    assert payload["command"] == f"{snakemake} --cores 2 -- results/qsiparc/sub-01/ses-1/done.txt"
+    assert payload["targets"] == ["results/qsiparc/sub-01/ses-1/done.txt"]
+    both = invoke(workdir, "retry-all", "--pipeline", "qsiparc", "--dry-run")
+    assert both.exit_code == 0, both.output
+    assert both.stdout == (
+        f"entries 1: would run: {snakemake} --cores 2 -- results/qsiparc/sub-01/ses-1/done.txt\n"
+        "  targets:\n"
+        "    results/qsiparc/sub-01/ses-1/done.txt\n"
+    )
+    assert not (workdir / ".snakemake").exists()  # Snakemake never ran
+    after = (invoke(workdir, "list", "--all", "--json").stdout, db_file.read_bytes())
+    assert after == before
+
+
+@pytest.fixture
+def fresh(tmp_path) -> tuple[Path, int, datetime]:
+    """A ValidationError that failed just now; its job read the folder dicom/02 (real files)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("sessions: sessions.tsv\n")
+    (tmp_path / "sessions.tsv").write_text("participant_id\tsession_id\tdicom_dir\n")
+    dicom = tmp_path / "dicom" / "02" / "series1"
+    dicom.mkdir(parents=True)
+    (dicom / "0001.dcm").write_bytes(b"truncated, not a DICOM file\n")
+    (tmp_path / "heuristic.py").write_text("# heuristic\n")
+    failed = datetime.now(UTC)  # after every file above was written
+    failure = _failure(
+        "heudiconv_convert", "bids_conversion", "02", "1", "ValidationError", False, failed,
+        ["rec:fresh"], evidence="Error: Unable to find any DICOM images in dicom/02",
+        targets=["results/bids/sub-02/ses-1/.done"],
+    )  # fmt: skip
+    failure.error_details["input"] = ["dicom/02", "heuristic.py"]
+    db = open_database(None, tmp_path)
+    with db.sessions.begin() as session:
+        entry_id = dead_letter(session, failure).id
+    db.dispose()
+    return tmp_path, entry_id, failed
+
+
+def test_non_retryable_retry_is_refused_while_nothing_it_depends_on_changed(fresh):
+    root, entry_id, failed = fresh
+    db_file = root / ".neuroflow" / "neuroflow.db"
+    before = (invoke(root, "list", "--all", "--json").stdout, db_file.read_bytes())
+    why = (
+        f"entry {entry_id} failed with ValidationError (not retryable) and neither its inputs "
+        f"nor the configuration changed since {failed:%Y-%m-%d %H:%M:%S} UTC; fix the cause "
+        "and retry, or use --force"
+    )
+    for args in (["retry", str(entry_id)], ["retry", str(entry_id), "--dry-run"]):
+        refused = invoke(root, *args)
+        assert refused.exit_code == 1, args
+        assert refused.stderr == f"Error: {why}\n", args
+        assert refused.stdout == ""
+    skipped = invoke(root, "retry-all", "--pipeline", "bids_conversion", "--dry-run")
+    assert skipped.exit_code == 0, skipped.output
+    assert (
+        skipped.stdout
+        == f"  entry {entry_id}: skipped, {why.removeprefix(f'entry {entry_id} ')}\n"
+    )
+    forced = invoke(root, "retry", str(entry_id), "--force", "--dry-run")
+    assert forced.exit_code == 0 and "would run: " in forced.stdout
+    assert not (root / ".snakemake").exists()
+    assert (invoke(root, "list", "--all", "--json").stdout, db_file.read_bytes()) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["replace a file in the input folder", "add a file deep in the input folder",
+     "edit an input file", "edit the config", "edit the sessions sheet"],
+)  # fmt: skip
+def test_non_retryable_retry_runs_once_an_input_or_the_configuration_changed(fresh, change):
+    root, entry_id, _ = fresh
+    assert invoke(root, "retry", str(entry_id), "--dry-run").exit_code == 1
+    if change == "replace a file in the input folder":
+        (root / "dicom/02/series1/0001.dcm").unlink()
+        (root / "dicom/02/series1/0001.dcm").write_bytes(b"DICM" * 64)
+    elif change == "add a file deep in the input folder":
+        (root / "dicom/02/series1/0002.dcm").write_bytes(b"DICM" * 64)
+    elif change == "edit an input file":
+        (root / "heuristic.py").write_text("# heuristic, fixed\n")
+    elif change == "edit the config":
+        (root / "config" / "config.yaml").write_text("sessions: sessions.tsv  # fixed\n")
+    else:
+        (root / "sessions.tsv").write_text("participant_id\tsession_id\tdicom_dir\n02\t1\td\n")
+    allowed = invoke(root, "retry", str(entry_id), "--dry-run")
+    assert allowed.exit_code == 0, allowed.output
+    assert allowed.stdout == (
+        f"entries {entry_id}: would run: {VENV_BIN / 'snakemake'} --cores 2 -- "
+        "results/bids/sub-02/ses-1/.done\n"
+        "  targets:\n"
+        "    results/bids/sub-02/ses-1/.done\n"
+    )
 
 
 def test_retry_all_with_nothing_to_do(workdir):

@@ -10,7 +10,8 @@ HeudiConv + dcm2niix and QSIParc, the QSIPrep/QSIRecon stand-ins) runs in tmp_pa
 
 Expected: Snakemake's rule-level retry absorbs the OOM (attempt 2 gets more memory), so
 `run` ends with exactly ONE unresolved entry, a ValidationError for sub-01 ses-02. After
-the DICOMs are fixed, `retry ID --force` re-runs only sub-01's jobs and resolves it.
+the DICOMs are replaced, a plain `retry ID` (allowed for a non-retryable entry because its
+input changed since it failed) re-runs only sub-01's jobs and resolves it.
 """
 
 from __future__ import annotations
@@ -192,7 +193,10 @@ def test_list_show_and_stats_show_the_entry(first_run):
     ]  # fmt: skip
     show = recover(root, "show", str(entry["id"]))
     assert show.returncode == 0
-    assert "  error class:  ValidationError  (not retryable: `retry` needs --force)" in show.stdout
+    assert (
+        "  error class:  ValidationError  (not retryable: `retry` needs a changed input or "
+        "configuration, or --force)" in show.stdout
+    )
     assert "example/results/logs/heudiconv_convert/sub-01_ses-02.log" in show.stdout
     assert "    example/results/bids/sub-01/ses-02/dwi/sub-01_ses-02_dwi.nii.gz" in show.stdout
     assert "  attempt history:" in show.stdout and "    #1  " in show.stdout
@@ -211,7 +215,12 @@ def test_retry_after_fixing_the_input_reruns_only_that_subject(first_run, tmp_pa
     (entry,) = _entries(root)
     entry_id = str(entry["id"])
     refused = recover(root, "retry", entry_id)
-    assert refused.returncode == 1 and "not retryable" in refused.stderr
+    assert refused.returncode == 1
+    assert (
+        f"entry {entry_id} failed with ValidationError (not retryable) and neither its inputs "
+        "nor the configuration changed since " in refused.stderr
+    )
+    assert "fix the cause and retry, or use --force" in refused.stderr
 
     # fix the input: fresh DICOMs for sub-01 ses-02 (other sessions' files untouched)
     _make_data(root, str(tmp_path / "fresh"))
@@ -222,7 +231,7 @@ def test_retry_after_fixing_the_input_reruns_only_that_subject(first_run, tmp_pa
     other = {p: p.stat().st_mtime_ns for p in results.rglob("*") if "sub-02" in p.name}
     assert other
 
-    retry = recover(root, "retry", entry_id, "--force", "--json")
+    retry = recover(root, "retry", entry_id, "--json")  # the input changed: no --force
     assert retry.returncode == 0, retry.stdout + retry.stderr[-3000:]
     outcome = json.loads(retry.stdout)
     assert outcome["resolved"] == [int(entry_id)] and outcome["still_open"] == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dlq_workflows import VENV_BIN, behave, make_toy_workflow, recover
+from dlq_workflows import VENV_BIN, behave, main_logs, make_toy_workflow, recover
 from neuroflow_recover.snakemake_cmd import lock_files
 
 pytestmark = pytest.mark.workflow
@@ -89,11 +89,15 @@ def test_retry_resolves_only_when_the_job_succeeds(tmp_path):
     entry_id = entry["id"]
     assert entry["error_type"] == "ResourceError" and entry["attempts"] == 1
 
+    logs = main_logs(root)
     dry = recover(root, "retry", str(entry_id), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     command = f"{VENV_BIN / 'snakemake'} --cores 1 --keep-going -- results/01/2.txt"
-    assert dry.stdout.strip() == f"entries {entry_id}: would run: {command}"
-    assert _show(root, entry_id)["attempts"] == 1  # a dry run changes nothing
+    assert dry.stdout == (
+        f"entries {entry_id}: would run: {command}\n  targets:\n    results/01/2.txt\n"
+    )
+    assert main_logs(root) == logs  # a dry run starts no Snakemake ...
+    assert _show(root, entry_id)["attempts"] == 1  # ... and changes nothing
 
     failed = recover(root, "retry", str(entry_id))
     assert failed.returncode == 1, failed.stderr
@@ -104,9 +108,17 @@ def test_retry_resolves_only_when_the_job_succeeds(tmp_path):
     assert shown["history"][1]["error_type"] == "ResourceError"
 
     (root / "fixed").write_text("")
+    logs = main_logs(root)
     fixed = recover(root, "retry", str(entry_id))
     assert fixed.returncode == 0, fixed.stderr
-    assert f"entry {entry_id}: resolved" in fixed.stdout
+    (new_log,) = sorted(set(main_logs(root)) - set(logs))
+    assert fixed.stdout.splitlines() == [
+        f"entries {entry_id}: ran: {command}",
+        "  targets:",
+        "    results/01/2.txt",
+        f"  snakemake exit code 0, log .snakemake/log/{new_log.name}",
+        f"  entry {entry_id}: resolved (the job succeeded)",
+    ]
     shown = _show(root, entry_id)
     assert shown["resolved"] is True and shown["resolved_by"] == "retry"
     assert shown["resolution_notes"].startswith("retried in Snakemake run 20")
@@ -125,19 +137,20 @@ def test_non_retryable_entries_need_force_and_retry_all(tmp_path):
     entries = {e["subject"]: e["id"] for e in _list(root)}
     refused = recover(root, "retry", str(entries["01"]))
     assert refused.returncode == 1
-    assert (
-        f"Error: dead-letter entry {entries['01']} is a ValidationError, which is not retryable"
-        in refused.stderr
+    why = (
+        "failed with ValidationError (not retryable) and neither its inputs nor the "
+        "configuration changed since "
     )
+    assert f"Error: entry {entries['01']} {why}" in refused.stderr
     dry = recover(root, "retry-all", "--pipeline", "toy_step", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     (line,) = [line for line in dry.stdout.splitlines() if "would run" in line]
     assert line.endswith(
         ("-- results/02/1.txt results/03/1.txt", "-- results/03/1.txt results/02/1.txt")
     )
-    assert f"entry {entries['01']}: skipped, ValidationError is not retryable" in dry.stdout
+    assert f"entry {entries['01']}: skipped, {why}" in dry.stdout
 
-    (root / "fixed").write_text("")
+    (root / "fixed").write_text("")  # not an input of the job: only --force retries 01
     done = recover(root, "retry-all", "--pipeline", "toy_step", "--force")
     assert done.returncode == 0, done.stderr
     assert _list(root) == []
@@ -175,7 +188,9 @@ def test_running_snakemake_lock_and_stale_lock(tmp_path):
         _wait_for(lambda: lock_files(root), holder, "the lock files")
         locked = recover(root, "run", "--", "--cores", "1")
         assert locked.returncode == 1
-        assert "Snakemake is running in" in locked.stderr and "nothing was changed" in locked.stderr
+        assert (
+            "Snakemake is running in" in locked.stderr and "nothing was changed" in locked.stderr
+        )
         assert holder.poll() is None  # it held the lock the whole time
     finally:
         (root / "go").write_text("")
