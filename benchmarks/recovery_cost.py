@@ -6,6 +6,8 @@ Every job is run (and retried) until it finishes or is dead-lettered under four 
                   runtime and disk each time (capped by the stage's max; threads kept);
 * blind-config    neuroflow with ``error_handling.cause_aware: false`` (grow everything
                   by the configured factors);
+* cause-aware-x2  the same with the blind policy's doubling factors (like-for-like: it
+                  isolates what knowing the cause saves from the choice of factor);
 * cause-aware     neuroflow's default: grow only what the failure was about, keep resources
                   after a transient failure, fail fast (no tool run) after a non-retryable
                   failure. The growth is the real ``neuroflow_recover.resources`` code
@@ -179,12 +181,13 @@ def simulate(jobs, policy: str, base, growth, maximum, max_attempts: int) -> Out
                 res = grow(base, doubling, maximum, [UNKNOWN] * k, cause_aware=False)
             elif policy == "blind-config":
                 res = grow(base, growth, maximum, [UNKNOWN] * k, cause_aware=False)
-            elif policy == "cause-aware":
+            elif policy in ("cause-aware", "cause-aware-x2"):
                 if causes and causes[-1] == "final":  # fail fast: the tool is not started
                     out.core_hours += billed(SKIP_SECONDS / 3600, res)
                     out.attempts += 1
                     continue
-                res = grow(base, growth, maximum, causes)
+                factors = doubling if policy == "cause-aware-x2" else growth
+                res = grow(base, factors, maximum, causes)
             cause, hours = attempt_outcome(job, res, k)
             cost = billed(hours, res)
             out.core_hours += cost
@@ -228,7 +231,7 @@ def main() -> None:
     print()
     results = {
         policy: simulate(jobs, policy, base, growth, maximum, max_attempts)
-        for policy in ("blind-doubling", "blind-config", "cause-aware", "oracle")
+        for policy in ("blind-doubling", "blind-config", "cause-aware", "cause-aware-x2", "oracle")
     }
     header = (f"{'policy':<15} {'core-hours':>12} {'wasted':>10} {'attempts':>9} "
               f"{'finished':>9} {'dead-letter':>11}")
@@ -238,6 +241,10 @@ def main() -> None:
         print(f"{policy:<15} {r.core_hours:>12,.0f} {r.wasted:>10,.0f} {r.attempts:>9} "
               f"{r.finished:>9} {r.dead:>11}")
     print()
+    x2 = results["cause-aware-x2"].core_hours / results["blind-doubling"].core_hours
+    cfg_ratio = results["cause-aware"].core_hours / results["blind-config"].core_hours
+    print(f"like for like: cause-aware-x2/blind-doubling={x2:.3f} "
+          f"cause-aware/blind-config={cfg_ratio:.3f}")
     ca = results["cause-aware"].core_hours
     print(f"cause_aware/blind={ca / results['blind-doubling'].core_hours:.3f} "
           f"cause_aware/oracle={ca / results['oracle'].core_hours:.3f}")
