@@ -44,6 +44,9 @@ class AttemptRecord:
     skipped: bool = False  # the tool was not started (earlier non-retryable cause, breaker)
     slurm_job_id: str | None = None
     log: str | None = None
+    # skipped because attempt n-1 failed transiently and `neuroflow-recover run` re-runs
+    # transient failures itself, after a backoff (env NEUROFLOW_DEFER_TRANSIENT=1)
+    deferred: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -46,6 +46,14 @@ class AttemptEvent:
     slurm_job_id: str | None = None
     slurm_state: str | None = None
     host: str | None = None
+    # the tool really ran in this attempt (False: a record of an attempt the step runner
+    # did not start); not stored, the runner counts real attempts with it
+    ran: bool = True
+
+
+def real_attempts(events: list[AttemptEvent]) -> int:
+    """How many of `events` really ran the tool (what retry policies count)."""
+    return sum(1 for event in events if event.ran)
 
 
 @dataclass
@@ -87,7 +95,11 @@ def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None
     known = set(
         session.scalars(select(AttemptHistory.event_key).where(AttemptHistory.event_key.in_(keys)))
     )
-    new_events = [event for event in failure.events if event.event_key not in known]
+    new_events = []
+    for event in failure.events:  # each attempt once, even if listed twice
+        if event.event_key not in known:
+            known.add(event.event_key)
+            new_events.append(event)
     if failure.events and not new_events:
         return None
     entry = open_entry(session, failure.job_key)

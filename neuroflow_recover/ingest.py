@@ -211,7 +211,12 @@ def ingest_log(
         failure = build_failure(context, run_log, job)
         earlier = (carried or {}).get(failure.job_key, [])
         if earlier:
-            failure.events = list(earlier) + failure.events
+            # a record of the previous round may also fall in this run's time window
+            # (WINDOW_SLACK): it is the same attempt, keep it once
+            seen = {event.event_key for event in earlier}
+            failure.events = list(earlier) + [
+                event for event in failure.events if event.event_key not in seen
+            ]
         result.failures.append(failure)
         if hold is not None and hold(failure):
             result.held.append(failure)
@@ -304,13 +309,19 @@ def build_failure(context: IngestContext, run_log, job) -> JobFailure:
             "slurm_log": job.slurm_log,
             "shell": job.shell,
             "snakemake_exit_code": job.exit_code,
-            "tail": list(records[-1].tail) if records else [],
+            "tail": _tail_of(records),
         },
     )
     sessions = context.sessions if job.rule in RULE_STAGE else None
     failure.targets = targets_for(failure, context.cfg, sessions)
     failure.events = _events(job, run_log, records, failure, context.classifier)
     return failure
+
+
+def _tail_of(records: list[AttemptRecord]) -> list[str]:
+    """The output tail of the last attempt that was not deferred (deferred ones ran nothing)."""
+    kept = [record for record in records if not record.deferred] or records
+    return list(kept[-1].tail) if kept else []
 
 
 def _job_input(job) -> list[str]:
@@ -336,6 +347,10 @@ def _events(
         return slurm_ids[number - 1] if 0 < number <= len(slurm_ids) else None
 
     for record in records:
+        if record.deferred:
+            # not an attempt of the tool: `run` re-runs it after a backoff (its number is
+            # still "recorded", so no main-log event stands in for it either)
+            continue
         detail = details[record.attempt - 1] if 0 < record.attempt <= len(details) else None
         events.append(
             AttemptEvent(
@@ -354,6 +369,7 @@ def _events(
                 slurm_state=getattr(detail, "slurm_state", None)
                 or (job.slurm_state if record.attempt == last_number else None),
                 host=record.host or None,
+                ran=not record.skipped,
             )
         )
     recorded = {record.attempt for record in records}

@@ -3,8 +3,13 @@
 * `run_workflow`: runs Snakemake, ingests the log of THAT run (from its
   `Complete log(s):` line). Failures classed TransientError whose policy allows another
   attempt are re-run (Snakemake on their targets) after `policy.get_delay(n)` seconds with
-  jitter, attempts counted across rounds; everything else is dead-lettered at once.
-  Delays are multiplied by `NEUROFLOW_DELAY_SCALE` (e.g. 0.01 in tests) or `delay_scale`.
+  jitter; everything else is dead-lettered at once. Snakemake runs with
+  `NEUROFLOW_DEFER_TRANSIENT=1`, so the step runner does not start the tool again after a
+  transient failure (Snakemake's immediate retries end at once, `deferred` records):
+  n counts REAL attempts (the tool ran: records not skipped, or main-log attempts when a
+  rule has no records) across rounds, and the job is dead-lettered when n reaches the
+  policy's max_attempts. Delays are multiplied by `NEUROFLOW_DELAY_SCALE` (e.g. 0.01 in
+  tests) or `delay_scale`.
 * `retry_entry` / `retry_all`: re-run an entry's targets with the invocation (config
   files, profile, Snakemake options) that produced it, ingest that run, and resolve the
   entry ONLY when its job now succeeded; a failed retry keeps it open with the new attempts.
@@ -26,7 +31,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from .dlq import AttemptEvent, JobFailure, add_event, get_entry, list_entries, mark_resolved
+from .dlq import (
+    AttemptEvent,
+    JobFailure,
+    add_event,
+    get_entry,
+    list_entries,
+    mark_resolved,
+    real_attempts,
+)
 from .errors import NeuroflowError, SnakemakeFailed
 from .ingest import IngestContext, LogIngest, ingest_log
 from .logsetup import get_logger
@@ -38,6 +51,7 @@ from .snakemake_cmd import (
     run_snakemake,
     show_command,
 )
+from .stepexec import DEFER_TRANSIENT_ENV
 from .targets import job_outputs, targets_for
 
 log = get_logger(__name__)
@@ -144,7 +158,8 @@ def run_workflow(
         try:
             if held:
                 _countdown(_wait_seconds(held, policies, scale), held, number, echo, sleep)
-            run = run_snakemake(command, workdir, echo=echo)
+            # the step runner defers Snakemake's immediate retries of transient failures
+            run = run_snakemake(command, workdir, echo=echo, extra_env={DEFER_TRANSIENT_ENV: "1"})
             current = Round(number, command, run.returncode, _shown(run.log_path, workdir))
             summary.rounds.append(current)
             if run.log_path is None:
@@ -174,7 +189,10 @@ def run_workflow(
 
 
 def _wait_seconds(held: list[JobFailure], policies: dict, scale: float) -> float:
-    delay = max(_policy(policies, f.pipeline_name).get_delay(len(f.events)) for f in held)
+    delay = max(
+        _policy(policies, f.pipeline_name).get_delay(max(1, real_attempts(f.events)))
+        for f in held
+    )
     return max(0.0, float(delay) * scale)
 
 
@@ -195,7 +213,7 @@ def _should_retry(failure: JobFailure, policies: dict) -> bool:
     if failure.error_type != "TransientError":
         return False
     policy = _policy(policies, failure.pipeline_name)
-    return len(failure.events) < policy.max_attempts
+    return real_attempts(failure.events) < policy.max_attempts
 
 
 def _policy(policies: dict, pipeline: str):

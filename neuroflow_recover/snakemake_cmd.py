@@ -100,11 +100,17 @@ class SnakemakeRun:
     output_tail: list[str]
 
 
-def run_snakemake(command: list[str], workdir: Path, *, echo=None) -> SnakemakeRun:
-    """Run Snakemake in `workdir`, streaming its output to stderr; find ITS main log."""
+def run_snakemake(
+    command: list[str], workdir: Path, *, echo=None, extra_env: dict[str, str] | None = None
+) -> SnakemakeRun:
+    """Run Snakemake in `workdir`, streaming its output to stderr; find ITS main log.
+
+    `extra_env` is added to this process's environment for Snakemake (and its jobs).
+    """
     log.info("running snakemake", command=show_command(command), workdir=str(workdir))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra_env or {})
     try:
         process = subprocess.Popen(
             command,

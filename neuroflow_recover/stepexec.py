@@ -10,7 +10,13 @@ Before starting the tool it looks at the record of the previous attempt:
 * the previous attempt failed with a non-retryable class -> fail fast: the tool is not
   started, a ``skipped`` record carries the earlier cause, exit code 3;
 * the previous attempt failed with a signature whose circuit breaker is open
-  (``breaker.py``) -> the same, naming the breaker.
+  (``breaker.py``) -> the same, naming the breaker;
+* the previous attempt failed with a TransientError and ``NEUROFLOW_DEFER_TRANSIENT=1`` is
+  set (``neuroflow-recover run`` sets it for its Snakemake) -> deferred: not started, a
+  ``skipped`` + ``deferred`` record carries the transient cause (still retryable), exit
+  code 3. Snakemake's remaining immediate retries end at once and ``run`` re-runs the job
+  after its policy's backoff instead. Without the variable (a plain ``snakemake``),
+  Snakemake's own immediate retries run the tool as before.
 
 Signals: SIGTERM / SIGINT / SIGHUP are forwarded to the tool's process group; if the tool
 has not ended ``KILL_GRACE_SECONDS`` later it gets SIGKILL, and the record is written in
@@ -52,6 +58,7 @@ CLASSIFY_TAIL = 4 * 1024 * 1024  # ... and its tail (the final error)
 KILL_GRACE_SECONDS = 10.0  # after forwarding a signal, SIGKILL the tool if it is still alive
 READER_GRACE_SECONDS = 5.0  # after the tool exits, wait this long for its pipe to close
 SKIPPED_EXIT = 3
+DEFER_TRANSIENT_ENV = "NEUROFLOW_DEFER_TRANSIENT"
 NON_RETRYABLE = frozenset({"ValidationError", "ConfigurationError", "NonRetryableError"})
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -139,6 +146,18 @@ def fail_fast_line(rule: str, attempt: int, prev: AttemptRecord) -> str:
         prev.pattern_id, prev.evidence,
     )
     return format_not_starting(rule, attempt, earlier)
+
+
+def deferred_line(rule: str, attempt: int, prev: AttemptRecord) -> str:
+    """Same opening as the fail-fast line (so it classifies as TransientError) + why."""
+    return (
+        f"{fail_fast_line(rule, attempt, prev)} -- deferred: `neuroflow-recover run` re-runs "
+        "transient failures after a backoff"
+    )
+
+
+def defer_transient(env: Mapping[str, str]) -> bool:
+    return (env.get(DEFER_TRANSIENT_ENV) or "").strip().lower() in ("1", "true", "yes")
 
 
 def breaker_line(rule: str, attempt: int, prev: AttemptRecord, state) -> str:
@@ -367,9 +386,10 @@ def _finish(req: StepRequest, rec: AttemptRecord, exit_code: int, summary: str) 
 
 def _skip(req: StepRequest, rec: AttemptRecord, prev: AttemptRecord, line: str, reason: str):
     rec.skipped = True
+    rec.deferred = reason == "deferred"
     rec.exit_code = SKIPPED_EXIT
     rec.error_class = prev.error_class
-    rec.retryable = prev.retryable if reason == "breaker_open" else False
+    rec.retryable = prev.retryable if reason in ("breaker_open", "deferred") else False
     rec.resource = prev.resource
     rec.pattern_id = prev.pattern_id
     rec.evidence = prev.evidence
@@ -400,6 +420,8 @@ def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResu
     prev = previous_attempt(req)
     if prev is not None and prev.error_class in NON_RETRYABLE:
         return _skip(req, rec, prev, fail_fast_line(req.rule, req.attempt, prev), "non_retryable")
+    if prev is not None and prev.error_class == "TransientError" and defer_transient(env):
+        return _skip(req, rec, prev, deferred_line(req.rule, req.attempt, prev), "deferred")
 
     cfg = _load_config(req.workdir, req.configfiles)
     breaker = CircuitBreaker(req.workdir, BreakerSettings.from_config(cfg))

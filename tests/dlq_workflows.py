@@ -10,7 +10,8 @@ a file `behaviour/<subject>_<session>` (absent: succeed):
   and succeeds (a Snakemake run that holds its lock as long as a test needs).
 
 With `use_exec=True` the tool runs through the real step runner (`neuroflow-recover exec`),
-which writes attempt records under `.neuroflow/attempts/`.
+which writes attempt records under `.neuroflow/attempts/`; `retries=N` gives the rule
+Snakemake's `retries: N` (immediate retries, attempt = 1 .. N+1).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ rule toy_step:
         "logs/toy_step/{{subject}}_{{session}}.log",
     resources:
         attempt=lambda wildcards, attempt: attempt,
+    retries: {retries}
     shell:
         "{command}"
 """
@@ -94,12 +96,14 @@ error_handling:
 VENV_BIN = Path(sys.executable).parent
 
 
-def make_toy_workflow(root: Path, jobs: list[tuple[str, str]], *, use_exec: bool = False) -> Path:
-    """Write the toy workflow into `root`; returns it."""
+def make_toy_workflow(
+    root: Path, jobs: list[tuple[str, str]], *, use_exec: bool = False, retries: int = 0
+) -> Path:
+    """Write the toy workflow into `root`; returns it. `retries`: the rule's `retries:`."""
     root.mkdir(parents=True, exist_ok=True)
     template = VIA_EXEC if use_exec else PLAIN
     command = template.format(python=shlex.quote(sys.executable))
-    (root / "Snakefile").write_text(SNAKEFILE.format(command=command))
+    (root / "Snakefile").write_text(SNAKEFILE.format(command=command, retries=int(retries)))
     (root / "step.py").write_text(STEP)
     (root / "jobs.txt").write_text("".join(f"{s} {t}\n" for s, t in jobs))
     (root / "config").mkdir(exist_ok=True)

@@ -160,6 +160,25 @@ def test_recording_the_same_attempts_again_changes_nothing(db):
     assert _dump(db) == before
 
 
+def test_an_attempt_listed_twice_in_one_failure_is_recorded_once(db):
+    """E.g. a record of the previous `run` round that also falls in this round's window."""
+    with db.sessions.begin() as session:
+        entry = dead_letter(session, failure(keys=("run1:3:1", "run2:3:1", "run1:3:1")))
+        assert entry.attempts == 2
+    with db.sessions() as session:
+        keys = session.scalars(select(AttemptHistory.event_key).order_by(AttemptHistory.attempt))
+        assert list(keys) == ["run1:3:1", "run2:3:1"]
+
+
+def test_real_attempts_count_only_attempts_that_ran_the_tool():
+    from neuroflow_recover.dlq import real_attempts
+
+    ran = AttemptEvent(event_key="a", source="attempt-record")
+    not_started = AttemptEvent(event_key="b", source="attempt-record", ran=False)
+    assert real_attempts([ran, not_started, ran]) == 2
+    assert real_attempts([]) == 0
+
+
 def test_one_open_entry_per_job_is_enforced_by_the_database(db):
     with db.sessions.begin() as session:
         dead_letter(session, failure())
