@@ -33,13 +33,8 @@ rule heudiconv_convert:
         disk_mb=resource("heudiconv_convert", "disk_mb"),
         attempt=attempt_number,
     params:
-        step=step_runner,
-        expect=expect_outputs,
+        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
+        step=step_runner("heudiconv_convert"),
         tool=heudiconv_tool,
     shell:
-        "{params.step} --rule heudiconv_convert"
-        " --wildcards subject={wildcards.subject} --wildcards session={wildcards.session}"
-        " --attempt {resources.attempt} --log {log:q} {params.expect}"
-        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-        " --disk-mb {resources.disk_mb} --threads {threads}"
-        " -- {params.tool}"
+        "{params.step} -- {params.tool}"

@@ -3,7 +3,10 @@
 #
 # Scale (benchmarks/dag_scale.py): every callable below is evaluated once per job, so they
 # are plain dictionary lookups plus string building, with their arguments declared up front
-# (`job_args`) so Snakemake does not inspect their signatures for every job.
+# (`job_args`) so Snakemake does not inspect their signatures for every job. Attempt 1's
+# resources are a dictionary lookup, and each rule's step-runner prefix is ONE param (the
+# shell formats few fields: Snakemake formats every job's shell command three times, even
+# in a quiet dry run).
 import functools
 import gc
 import inspect
@@ -11,7 +14,8 @@ import json
 import shlex
 from pathlib import Path
 
-from snakemake.common import overwrite_function_params
+from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
+from snakemake.resources import Resource
 
 from neuroflow_recover import containers
 from neuroflow_recover.config import stage_max_attempts, validate_config
@@ -61,6 +65,17 @@ def job_args(func):
     return func
 
 
+# Snakemake 9 evaluates every callable resource through its own Resource.evaluate(*args,
+# **kwargs) and looks up that method's signature twice per resource of every job (six
+# resources per job: ~10 % of a 10,000-session dry run). Handing it over once changes
+# nothing else: the same parameters, minus `self` as for the bound method.
+if not hasattr(Resource.evaluate, FUNC_OVERWRITE_PARAMS_ATTR):
+    _self, *_evaluate_params = inspect.signature(Resource.evaluate).parameters.values()
+    overwrite_function_params(
+        Resource.evaluate, inspect.Signature(_evaluate_params).parameters
+    )
+
+
 def retries(rule):
     """Rule-level retries = max_attempts - 1 of the rule's stage, in the main process only.
 
@@ -74,6 +89,12 @@ def retries(rule):
     return stage_max_attempts(config, RULE_STAGE[rule]) - 1
 
 
+# attempt 1 of every job: the stage's base resources, computed once (they read no file)
+BASE_RESOURCES = {
+    name: stage_resources(config, name, {}, 1, workdir=".") for name in RULE_STAGE
+}
+
+
 @functools.lru_cache(maxsize=None)
 def _attempt_resources(rule, wildcards, attempt):
     return stage_resources(config, rule, dict(wildcards), attempt, workdir=".")
@@ -81,9 +102,12 @@ def _attempt_resources(rule, wildcards, attempt):
 
 def resource(rule, name):
     """A callable giving `name` of stage_resources() for the job's attempt."""
+    base = BASE_RESOURCES[rule][name]
 
     @job_args
     def get(wildcards, attempt):
+        if attempt == 1:
+            return base
         return _attempt_resources(rule, tuple(wildcards.items()), attempt)[name]
 
     return get
@@ -138,33 +162,57 @@ def recon_spec_file():
 # none of which may ever re-run a finished job.
 
 
-@job_args
-def step_runner(wildcards, output):
-    return STEP_RUNNER
-
-
 def expect_args(paths):
     """`--expect P ...`: the step runner fails the job when the tool skipped one of them."""
     return " ".join(f"--expect {shlex.quote(str(p))}" for p in paths)
 
 
-@job_args
-def expect_outputs(wildcards, output):
-    return expect_args(output)
-
-
-@job_args
-def qsiprep_expect(wildcards, output):
-    preprocessed = [
+def qsiprep_expect(wildcards):
+    """Besides the report: every session's preprocessed DWI."""
+    return [
         LAYOUT.qsiprep_preproc_dwi(wildcards.subject, session)
         for session in SUBJECT_SESSIONS[wildcards.subject]
     ]
-    return expect_args(list(output) + preprocessed)
 
 
-@job_args
-def qsirecon_expect(wildcards, output):
-    return expect_args(list(output) + LAYOUT.qsirecon_atlas_tables())
+QSIRECON_ATLAS_TABLES = LAYOUT.qsirecon_atlas_tables()
+
+
+def qsirecon_expect(wildcards):
+    """Besides the declared outputs: the atlas tables shared by all sessions."""
+    return QSIRECON_ATLAS_TABLES
+
+
+def step_runner(rule, extra_expect=None):
+    """The `--rule ... --threads T` prefix of the rule's step-runner command (one param).
+
+    `neuroflow-recover [--configfile F ...] exec --rule R --wildcards subject=S
+    [--wildcards session=E] --attempt N --log LOG --expect OUT ... --mem-mb M --runtime T
+    --disk-mb D --threads C`: the declared outputs plus `extra_expect(wildcards)` are
+    expected; LOG is the rule's `log:` (LAYOUT.log of the same wildcards).
+    """
+    prefix = f"{STEP_RUNNER} --rule {rule}"
+
+    @job_args
+    def runner(wildcards, output, threads, resources):
+        subject = wildcards.subject
+        session = getattr(wildcards, "session", None)
+        if session is None:
+            names = f"--wildcards subject={subject}"
+        else:
+            names = f"--wildcards subject={subject} --wildcards session={session}"
+        expect = list(output)
+        if extra_expect is not None:
+            expect += extra_expect(wildcards)
+        return (
+            f"{prefix} {names} --attempt {resources.attempt}"
+            f" --log {shlex.quote(LAYOUT.log(rule, subject, session))}"
+            f" {expect_args(expect)}"
+            f" --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
+            f" --disk-mb {resources.disk_mb} --threads {threads}"
+        )
+
+    return runner
 
 
 @job_args

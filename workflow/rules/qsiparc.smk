@@ -24,13 +24,8 @@ rule qsiparc_parcellate:
         disk_mb=resource("qsiparc_parcellate", "disk_mb"),
         attempt=attempt_number,
     params:
-        step=step_runner,
-        expect=expect_outputs,
+        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
+        step=step_runner("qsiparc_parcellate"),
         tool=qsiparc_tool,
     shell:
-        "{params.step} --rule qsiparc_parcellate"
-        " --wildcards subject={wildcards.subject} --wildcards session={wildcards.session}"
-        " --attempt {resources.attempt} --log {log:q} {params.expect}"
-        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-        " --disk-mb {resources.disk_mb} --threads {threads}"
-        " -- {params.tool}"
+        "{params.step} -- {params.tool}"

@@ -26,14 +26,9 @@ rule qsiprep_preprocess:
         disk_mb=resource("qsiprep_preprocess", "disk_mb"),
         attempt=attempt_number,
     params:
-        step=step_runner,
         work=qsiprep_work,
-        expect=qsiprep_expect,
+        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
+        step=step_runner("qsiprep_preprocess", qsiprep_expect),
         tool=qsiprep_tool,
     shell:
-        "mkdir -p {params.work:q} && {params.step} --rule qsiprep_preprocess"
-        " --wildcards subject={wildcards.subject}"
-        " --attempt {resources.attempt} --log {log:q} {params.expect}"
-        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-        " --disk-mb {resources.disk_mb} --threads {threads}"
-        " -- {params.tool}"
+        "mkdir -p {params.work:q} && {params.step} -- {params.tool}"

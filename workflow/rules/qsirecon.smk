@@ -27,14 +27,9 @@ rule qsirecon_reconstruct:
         disk_mb=resource("qsirecon_reconstruct", "disk_mb"),
         attempt=attempt_number,
     params:
-        step=step_runner,
         work=qsirecon_work,
-        expect=qsirecon_expect,
+        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
+        step=step_runner("qsirecon_reconstruct", qsirecon_expect),
         tool=qsirecon_tool,
     shell:
-        "mkdir -p {params.work:q} && {params.step} --rule qsirecon_reconstruct"
-        " --wildcards subject={wildcards.subject} --wildcards session={wildcards.session}"
-        " --attempt {resources.attempt} --log {log:q} {params.expect}"
-        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-        " --disk-mb {resources.disk_mb} --threads {threads}"
-        " -- {params.tool}"
+        "mkdir -p {params.work:q} && {params.step} -- {params.tool}"
