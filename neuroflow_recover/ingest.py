@@ -6,9 +6,13 @@ rule/SLURM logs give a classification: the last attempt record that actually ran
 saw the tool's exit code and output); otherwise the evidence text is classified with the
 exit code and SLURM state. The job then becomes (or extends) a dead-letter entry.
 
-Idempotent: a log is recorded by sha256 and never ingested twice; attempts are keyed
-(`event_key`) so the same attempt is never added twice either. One transaction per log:
-a killed ingestion leaves the log fully ingested or not at all.
+A job that finished successfully in a log AFTER its open entry's last failure (it was
+re-run by a later `snakemake`, not by `retry`) closes that entry: resolved_by "snakemake",
+the notes name the run and its log.
+
+Idempotent: a log is recorded by sha256 (read in chunks) and never ingested twice; attempts
+are keyed (`event_key`) so the same attempt is never added twice either. One transaction
+per log: a killed ingestion leaves the log fully ingested or not at all.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,10 +29,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .attempts import AttemptRecord, read_records
-from .dlq import AttemptEvent, JobFailure, dead_letter
+from .dlq import AttemptEvent, JobFailure, dead_letter, job_key, mark_resolved
 from .errors import LogFormatError, NeuroflowError
 from .logsetup import get_logger
-from .models import IngestedLog
+from .models import DeadLetterEntry, IngestedLog
 
 log = get_logger(__name__)
 
@@ -39,6 +43,7 @@ WINDOW_SLACK = timedelta(seconds=5)
 # test hook: when set, ingestion creates this file inside each log's transaction and waits
 # (up to 10 minutes) before committing, so a test can kill the process mid-transaction
 PAUSE_ENV = "NEUROFLOW_INGEST_PAUSE_FILE"
+HASH_CHUNK = 1 << 20  # logs are hashed 1 MiB at a time (a 100 MB log is never in memory)
 
 Hold = Callable[[JobFailure], bool]
 
@@ -55,6 +60,7 @@ class LogIngest:
     held: list[JobFailure] = field(default_factory=list)  # not dead-lettered (to be retried)
     message: str = ""
     run_errors: list[str] = field(default_factory=list)  # the run's own (e.g. LockException)
+    resolved_ids: list[int] = field(default_factory=list)  # entries whose job succeeded here
 
 
 @dataclass
@@ -84,11 +90,13 @@ class IngestReport:
                     "status": item.status,
                     "failed_jobs": len(item.failures),
                     "entry_ids": item.entry_ids,
+                    "resolved_ids": item.resolved_ids,
                     "message": item.message,
                 }
                 for item in self.logs
             ],
             "entry_ids": self.entry_ids,
+            "resolved_ids": [i for item in self.logs for i in item.resolved_ids],
         }
 
 
@@ -174,11 +182,14 @@ def ingest_log(
     *,
     hold: Hold | None = None,
     carried: Mapping[str, list[AttemptEvent]] | None = None,
+    leave_open: Collection[str] = (),
 ) -> LogIngest:
     """Ingest one log inside the caller's transaction.
 
     `hold(failure) -> True` keeps a failure out of the queue (the runner retries it);
-    `carried` maps job keys to attempts of earlier rounds that are put before this run's.
+    `carried` maps job keys to attempts of earlier rounds that are put before this run's;
+    entries of the job keys in `leave_open` are not closed by a success in this log (the
+    caller, `retry`, decides about them).
     """
     from .logparse import parse_log
 
@@ -186,11 +197,10 @@ def ingest_log(
     shown = _display_path(path, context.workdir)
     run_id = path.name.removesuffix(LOG_SUFFIX)
     try:
-        data = path.read_bytes()
+        digest, size = file_digest(path)
     except OSError as exc:
         log.warning("cannot read log, skipped", path=shown, error=str(exc))
         return LogIngest(shown, run_id, "unreadable", message=str(exc))
-    digest = hashlib.sha256(data).hexdigest()
     if session.scalar(select(IngestedLog.id).where(IngestedLog.sha256 == digest)) is not None:
         log.info("log already ingested", path=shown)
         return LogIngest(shown, run_id, "already-ingested")
@@ -232,17 +242,67 @@ def ingest_log(
                 error_type=failure.error_type,
                 attempts=entry.attempts,
             )
+    result.resolved_ids = close_succeeded(session, run_log, shown, leave_open)
     session.add(
         IngestedLog(
             path=shown,
             sha256=digest,
-            size=len(data),
+            size=size,
             run_id=run_log.run_id,
             n_failed=len(run_log.failed_jobs),
         )
     )
     session.flush()
     return result
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex digest, size in bytes) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def close_succeeded(
+    session: Session, run_log, shown: str, leave_open: Collection[str] = ()
+) -> list[int]:
+    """Resolve open entries whose job finished successfully in `run_log` after their last
+    failure (resolved_by "snakemake"); returns their IDs."""
+    from .changes import as_utc
+
+    if not run_log.succeeded:
+        return []
+    rows = session.execute(
+        select(DeadLetterEntry.id, DeadLetterEntry.job_key, DeadLetterEntry.failed_at).where(
+            DeadLetterEntry.resolved.is_(False)
+        )
+    ).all()
+    open_entries = {key: (entry_id, as_utc(failed)) for entry_id, key, failed in rows}
+    closed: list[int] = []
+    for job in run_log.succeeded:
+        key = job_key(job.rule, job.wildcards)
+        if key not in open_entries or key in leave_open:
+            continue
+        entry_id, failed_at = open_entries[key]
+        finished = _aware(job.finished_at) or _aware(run_log.finished_at)
+        if finished is None or failed_at is None or finished <= failed_at:
+            continue  # an older success (logs ingested out of order) proves nothing
+        entry = session.get(DeadLetterEntry, entry_id)
+        mark_resolved(
+            entry,
+            "snakemake",
+            f"the job succeeded in Snakemake run {run_log.run_id} (log {shown}, "
+            f"finished {finished.isoformat(timespec='seconds')})",
+        )
+        del open_entries[key]
+        closed.append(entry_id)
+        log.info("resolved: the job succeeded in a later run", entry_id=entry_id, log=shown)
+    session.flush()
+    return closed
 
 
 def _in_progress(shown: str, run_id: str) -> LogIngest:

@@ -4,7 +4,9 @@
 (a 100 MB log is never held in memory) and returns every job that failed FOR GOOD in that
 invocation (`RunLog.failed_jobs`), the jobs that failed and then succeeded on a retry
 (`RunLog.recovered`), the jobs that were still running when the log ends
-(`RunLog.unfinished`) and the run's own errors (`RunLog.errors`, e.g. a LockException).
+(`RunLog.unfinished`), every job that finished successfully (`RunLog.succeeded`: rule,
+wildcards, time; small records) and the run's own errors (`RunLog.errors`, e.g. a
+LockException).
 
 `read_evidence(job, workdir)` gathers the text a classifier needs: the main log's error
 text, then the rule log files, then the SLURM log of the last attempt (each tail-limited,
@@ -126,6 +128,16 @@ class RecoveredJob:
     finished_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class SucceededJob:
+    """A job that finished successfully (`Finished jobid: N`), after its job block."""
+
+    jobid: int
+    rule: str
+    wildcards: dict[str, str]
+    finished_at: datetime | None = None
+
+
 @dataclass
 class RunLog:
     """One Snakemake invocation's main log."""
@@ -147,6 +159,8 @@ class RunLog:
     errors: list[str] = field(default_factory=list)  # the run's own errors (LockException, ...)
     snakemake_version: str | None = None
     executor: str = "local"  # local | slurm (a SLURM submission line was seen)
+    # every job that finished successfully (whose job block was seen), in log order
+    succeeded: list[SucceededJob] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- patterns
@@ -347,6 +361,7 @@ class _Parser:
         self.restarts: dict[int, int] = {}
         self.pending_restart: set[int] = set()
         self.jobs_finished = 0
+        self.succeeded: list[SucceededJob] = []
         self.warnings: list[str] = []
         # RuleException texts not yet attributed to an error block (printed just before it)
         self.rule_exceptions: deque[_Exception] = deque(maxlen=64)
@@ -753,12 +768,18 @@ class _Parser:
         self.seen_marker = True
         self.jobs_finished += 1
         attempt = self._attempt_for(jobid)
+        # wildcards are known from a job block (not from `Job N: <message>`, nor without one)
+        seen_block = attempt is not None and bool(attempt.rule)
         if attempt is None:
             attempt = self._new_attempt(jobid, rule, {}, None)
         attempt.status = "finished"
         attempt.ended_at = self.now
         if not attempt.rule:
             attempt.rule = rule
+        if seen_block:  # without its job block the wildcards are unknown
+            self.succeeded.append(
+                SucceededJob(jobid, attempt.rule, attempt.wildcards, attempt.ended_at)
+            )
         self.pending_restart.discard(jobid)
         if len(self.jobs[jobid]) == 1:
             # succeeded at once: nothing to report, keep memory flat on huge logs
@@ -834,6 +855,7 @@ class _Parser:
             errors=workflow_errors,
             snakemake_version=self.version,
             executor="slurm" if self.slurm else "local",
+            succeeded=self.succeeded,
         )
 
     def _failed_job(self, jobid: int, attempts: list[JobAttempt]) -> FailedJob:

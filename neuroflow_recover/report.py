@@ -202,6 +202,8 @@ def render_run_summary(summary) -> str:
             lines.append(f"  retried after backoff (transient): {', '.join(item.retried)}")
         if item.entry_ids:
             lines.append(f"  dead-lettered: {', '.join(map(str, item.entry_ids))}")
+        if getattr(item, "resolved", None):
+            lines.append(f"  resolved (the job succeeded): {', '.join(map(str, item.resolved))}")
         for error in getattr(item, "errors", [])[:5]:
             first = (error.strip().splitlines() or [""])[0]
             lines.append(f"  snakemake error: {first[:200]}")
@@ -229,6 +231,9 @@ def render_ingest_report(report) -> str:
             text += f", {len(item.failures)} failed job(s)"
             if item.entry_ids:
                 text += f" -> entries {', '.join(map(str, item.entry_ids))}"
+            if getattr(item, "resolved_ids", None):
+                resolved = ", ".join(map(str, item.resolved_ids))
+                text += f"; resolved (the job succeeded): {resolved}"
         elif item.message:
             text += f" ({item.message})"
         lines.append(text)

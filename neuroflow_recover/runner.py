@@ -87,6 +87,7 @@ class Round:
     retried: list[str] = field(default_factory=list)  # job keys held for another round
     entry_ids: list[int] = field(default_factory=list)  # dead-lettered in this round
     errors: list[str] = field(default_factory=list)  # Snakemake's own errors in its log
+    resolved: list[int] = field(default_factory=list)  # open entries whose job succeeded
 
 
 @dataclass
@@ -123,6 +124,7 @@ class RunSummary:
                     "retried_jobs": r.retried,
                     "dead_lettered": r.entry_ids,
                     "snakemake_errors": r.errors,
+                    "resolved": r.resolved,
                 }
                 for r in self.rounds
             ],
@@ -178,6 +180,7 @@ def run_workflow(
         current.entry_ids = list(result.entry_ids)
         current.retried = [f.job_key for f in result.held]
         current.errors = [e for e in result.run_errors if GENERIC_FAILURE not in e]
+        current.resolved = list(result.resolved_ids)
         held = list(result.held)
         if not held:
             break
@@ -455,7 +458,9 @@ def _execute(
         failed_keys: set[str] = set()
         result = None
         if run.log_path is not None:
-            result = ingest_log(session, context, run.log_path)
+            # the retried entries are resolved below (by "retry"), only if outputs exist
+            keys = [plan.job_key for plan in plans]
+            result = ingest_log(session, context, run.log_path, leave_open=keys)
             failed_keys = {failure.job_key for failure in result.failures}
         run_name = Path(run.log_path).name.removesuffix(".snakemake.log") if run.log_path else None
         for plan in plans:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from dlq_workflows import behave, main_logs, make_toy_workflow, snakemake
+from dlq_workflows import behave, main_logs, make_toy_workflow, recover, snakemake
 from neuroflow_recover.config import load_config
 from neuroflow_recover.db import open_database
 from neuroflow_recover.dlq import entry_details
-from neuroflow_recover.ingest import ingest_logs
+from neuroflow_recover.ingest import file_digest, ingest_logs
 from neuroflow_recover.models import AttemptHistory, DeadLetterEntry, IngestedLog
 
 pytestmark = pytest.mark.workflow
@@ -159,4 +163,107 @@ def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, t
     assert [item.status for item in report.logs] == ["in-progress"]
     with db.sessions() as session:
         assert session.scalar(select(func.count(IngestedLog.id))) == ingested
+    db.dispose()
+
+
+def test_a_success_in_a_later_log_closes_the_open_entry(plain_runs, tmp_path):
+    """02_1 failed in run 1 and succeeded in run 2: ingesting both leaves it resolved."""
+    root = _copy(plain_runs, tmp_path / "wf")
+    first, second = main_logs(root)
+    db = open_database(None, root)
+    with db.sessions() as session:
+        report = ingest_logs(session, root, load_config(root), [first])
+    (transient_id,) = [
+        i for i, f in zip(report.entry_ids, report.failures) if f.wildcards["subject"] == "02"
+    ]
+    with db.sessions() as session:
+        report = ingest_logs(session, root, load_config(root), [second])
+    assert report.to_dict()["resolved_ids"] == [transient_id]
+    with db.sessions() as session:
+        entries = {e.job_key: e for e in session.scalars(select(DeadLetterEntry))}
+        closed = entries["toy_step/session-1_subject-02"]
+        assert (closed.id, closed.resolved, closed.resolved_by) == (
+            transient_id,
+            True,
+            "snakemake",
+        )
+        run_id = second.name.removesuffix(".snakemake.log")
+        assert closed.resolution_notes.startswith(
+            f"the job succeeded in Snakemake run {run_id} (log .snakemake/log/{second.name}, "
+        )
+        assert entries["toy_step/session-2_subject-01"].resolved is False  # failed again
+    db.dispose()
+
+
+def test_a_success_older_than_the_last_failure_does_not_close_the_entry(plain_runs, tmp_path):
+    """Logs ingested out of order: the success in run 2 predates a failure recorded later."""
+    root = _copy(plain_runs, tmp_path / "wf")
+    first, second = main_logs(root)
+    db = open_database(None, root)
+    with db.sessions() as session:
+        ingest_logs(session, root, load_config(root), [first])
+    with db.sessions.begin() as session:
+        entry = session.scalars(
+            select(DeadLetterEntry).where(DeadLetterEntry.subject_id == "02")
+        ).one()
+        entry.failed_at = datetime.now(UTC)  # it failed again after run 2
+    with db.sessions() as session:
+        report = ingest_logs(session, root, load_config(root), [second])
+    assert report.to_dict()["resolved_ids"] == []
+    with db.sessions() as session:
+        assert (
+            session.scalar(
+                select(func.count(DeadLetterEntry.id)).where(DeadLetterEntry.resolved.is_(False))
+            )
+            == 2
+        )
+    db.dispose()
+
+
+def test_a_plain_snakemake_rerun_that_succeeds_resolves_the_entry_via_ingest(tmp_path):
+    root = make_toy_workflow(tmp_path / "wf", [("01", "1"), ("01", "2")])
+    behave(root, "01", "2", "until|fixed|1|MemoryError")
+    assert recover(root, "run", "--", "--cores", "1", "--keep-going").returncode == 1
+    (entry,) = json.loads(recover(root, "list", "--json").stdout)
+    (root / "fixed").write_text("")
+    assert snakemake(root).returncode == 0  # outside neuroflow-recover
+    ingest = recover(root, "ingest")
+    assert ingest.returncode == 0, ingest.stderr
+    newest = main_logs(root)[-1]
+    assert ingest.stdout.splitlines() == [
+        f".snakemake/log/{main_logs(root)[0].name}: already-ingested",
+        f".snakemake/log/{newest.name}: ingested, 0 failed job(s); "
+        f"resolved (the job succeeded): {entry['id']}",
+        "dead-lettered entries: none",
+    ]
+    assert json.loads(recover(root, "list", "--json").stdout) == []
+    shown = json.loads(recover(root, "show", str(entry["id"]), "--json").stdout)
+    assert (shown["resolved"], shown["resolved_by"]) == (True, "snakemake")
+
+
+def test_logs_are_hashed_in_chunks_and_never_held_in_memory(plain_runs, tmp_path):
+    root = _copy(plain_runs, tmp_path / "wf")
+    first = main_logs(root)[0]
+    big = first.with_name("2026-01-01T000000.000001.snakemake.log")
+    filler = ("x" * 1023 + "\n").encode()
+    with open(big, "wb") as handle:
+        handle.write(first.read_bytes())
+        for _ in range(48):  # + 48 MiB of lines the parser skips
+            handle.write(filler * 1024)
+    data = big.read_bytes()
+    assert file_digest(big) == (hashlib.sha256(data).hexdigest(), len(data))
+    del data
+    db = open_database(None, root)
+    tracemalloc.start()
+    try:
+        with db.sessions() as session:
+            report = ingest_logs(session, root, load_config(root), [big])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [item.status for item in report.logs] == ["ingested"]
+    assert peak < 16 * 1024 * 1024, peak  # far below the log's 48 MiB
+    with db.sessions() as session:
+        (row,) = session.scalars(select(IngestedLog))
+        assert row.size == big.stat().st_size
     db.dispose()
