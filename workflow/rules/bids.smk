@@ -33,8 +33,12 @@ rule heudiconv_convert:
         disk_mb=resource("heudiconv_convert", "disk_mb"),
         attempt=attempt_number,
     params:
-        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
         step=step_runner("heudiconv_convert"),
+        files=step_files("heudiconv_convert"),
         tool=heudiconv_tool,
     shell:
-        "{params.step} -- {params.tool}"
+        "{params.step}"
+        " --attempt {resources.attempt} {params.files}"
+        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
+        " --disk-mb {resources.disk_mb} --threads {threads}"
+        " -- {params.tool}"

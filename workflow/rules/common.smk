@@ -4,9 +4,9 @@
 # Scale (benchmarks/dag_scale.py): every callable below is evaluated once per job, so they
 # are plain dictionary lookups plus string building, with their arguments declared up front
 # (`job_args`) so Snakemake does not inspect their signatures for every job. Attempt 1's
-# resources are a dictionary lookup, and each rule's step-runner prefix is ONE param (the
-# shell formats few fields: Snakemake formats every job's shell command three times, even
-# in a quiet dry run).
+# resources are a dictionary lookup, and the step runner's wildcards and files are one param
+# each (Snakemake formats every job's shell command three times, even in a quiet dry run:
+# fewer fields, less time).
 import functools
 import gc
 import inspect
@@ -183,36 +183,40 @@ def qsirecon_expect(wildcards):
     return QSIRECON_ATLAS_TABLES
 
 
-def step_runner(rule, extra_expect=None):
-    """The `--rule ... --threads T` prefix of the rule's step-runner command (one param).
-
-    `neuroflow-recover [--configfile F ...] exec --rule R --wildcards subject=S
-    [--wildcards session=E] --attempt N --log LOG --expect OUT ... --mem-mb M --runtime T
-    --disk-mb D --threads C`: the declared outputs plus `extra_expect(wildcards)` are
-    expected; LOG is the rule's `log:` (LAYOUT.log of the same wildcards).
+def step_runner(rule):
+    """`neuroflow-recover [--configfile F ...] exec --rule R --wildcards subject=S
+    [--wildcards session=E]`: the start of the rule's step-runner command (one param).
     """
-    prefix = f"{STEP_RUNNER} --rule {rule}"
+    prefix = f"{STEP_RUNNER} --rule {rule} --wildcards subject="
 
     @job_args
-    def runner(wildcards, output, threads, resources):
-        subject = wildcards.subject
+    def runner(wildcards, output):
         session = getattr(wildcards, "session", None)
         if session is None:
-            names = f"--wildcards subject={subject}"
-        else:
-            names = f"--wildcards subject={subject} --wildcards session={session}"
+            return prefix + wildcards.subject
+        return f"{prefix}{wildcards.subject} --wildcards session={session}"
+
+    return runner
+
+
+def step_files(rule, extra_expect=None):
+    """`--log LOG --expect OUT ...` of the step runner (one param): LOG is the rule's
+    `log:` (LAYOUT.log of the same wildcards), the declared outputs and
+    `extra_expect(wildcards)` are expected.
+
+    Whatever depends on the attempt (`--attempt`, resources, threads) stays in the shell
+    command: Snakemake re-evaluates resources for a retry but keeps the params.
+    """
+
+    @job_args
+    def files(wildcards, output):
+        log = LAYOUT.log(rule, wildcards.subject, getattr(wildcards, "session", None))
         expect = list(output)
         if extra_expect is not None:
             expect += extra_expect(wildcards)
-        return (
-            f"{prefix} {names} --attempt {resources.attempt}"
-            f" --log {shlex.quote(LAYOUT.log(rule, subject, session))}"
-            f" {expect_args(expect)}"
-            f" --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-            f" --disk-mb {resources.disk_mb} --threads {threads}"
-        )
+        return f"--log {shlex.quote(log)} {expect_args(expect)}"
 
-    return runner
+    return files
 
 
 @job_args

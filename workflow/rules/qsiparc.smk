@@ -24,8 +24,12 @@ rule qsiparc_parcellate:
         disk_mb=resource("qsiparc_parcellate", "disk_mb"),
         attempt=attempt_number,
     params:
-        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
         step=step_runner("qsiparc_parcellate"),
+        files=step_files("qsiparc_parcellate"),
         tool=qsiparc_tool,
     shell:
-        "{params.step} -- {params.tool}"
+        "{params.step}"
+        " --attempt {resources.attempt} {params.files}"
+        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
+        " --disk-mb {resources.disk_mb} --threads {threads}"
+        " -- {params.tool}"

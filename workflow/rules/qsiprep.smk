@@ -27,8 +27,12 @@ rule qsiprep_preprocess:
         attempt=attempt_number,
     params:
         work=qsiprep_work,
-        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
-        step=step_runner("qsiprep_preprocess", qsiprep_expect),
+        step=step_runner("qsiprep_preprocess"),
+        files=step_files("qsiprep_preprocess", qsiprep_expect),
         tool=qsiprep_tool,
     shell:
-        "mkdir -p {params.work:q} && {params.step} -- {params.tool}"
+        "mkdir -p {params.work:q} && {params.step}"
+        " --attempt {resources.attempt} {params.files}"
+        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
+        " --disk-mb {resources.disk_mb} --threads {threads}"
+        " -- {params.tool}"

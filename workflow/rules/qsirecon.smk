@@ -28,8 +28,12 @@ rule qsirecon_reconstruct:
         attempt=attempt_number,
     params:
         work=qsirecon_work,
-        # neuroflow-recover ... exec --rule ... --threads T (see step_runner)
-        step=step_runner("qsirecon_reconstruct", qsirecon_expect),
+        step=step_runner("qsirecon_reconstruct"),
+        files=step_files("qsirecon_reconstruct", qsirecon_expect),
         tool=qsirecon_tool,
     shell:
-        "mkdir -p {params.work:q} && {params.step} -- {params.tool}"
+        "mkdir -p {params.work:q} && {params.step}"
+        " --attempt {resources.attempt} {params.files}"
+        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
+        " --disk-mb {resources.disk_mb} --threads {threads}"
+        " -- {params.tool}"
