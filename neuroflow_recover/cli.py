@@ -217,6 +217,21 @@ def _who() -> str:
     return os.environ.get("USER") or getpass.getuser()
 
 
+def stall_option(func):
+    """--stall-timeout (owner: watchdog): bounded time for SLURM runs."""
+    return click.option(
+        "--stall-timeout",
+        "stall_seconds",
+        type=click.FloatRange(min=0),
+        envvar="NEUROFLOW_STALL_SECONDS",
+        default=None,
+        metavar="SECONDS",
+        help="SLURM runs: stop Snakemake when it printed nothing and no job of the run was "
+        "queued or running for this long (e.g. sacct broken); 0 = never "
+        "[default: 900; env NEUROFLOW_STALL_SECONDS].",
+    )(func)
+
+
 @cli.command(
     "run",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -232,10 +247,11 @@ def _who() -> str:
     help="Multiply retry delays (env NEUROFLOW_DELAY_SCALE; e.g. 0.01 in tests) [default: 1].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@stall_option
 @click.argument("snakemake_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 @library_errors
-def run_cmd(obj, profile, unlock, delay_scale, as_json, snakemake_args) -> None:
+def run_cmd(obj, profile, unlock, delay_scale, as_json, stall_seconds, snakemake_args) -> None:
     """Run the workflow; retry transient failures with backoff; dead-letter the rest.
 
     Snakemake options go after `--` (e.g. `run -- --cores 2`). Exit status: 0 when every
@@ -250,7 +266,14 @@ def run_cmd(obj, profile, unlock, delay_scale, as_json, snakemake_args) -> None:
     db = _open_db(obj)
     with db.sessions() as session:
         summary = run_workflow(
-            session, obj.directory, cfg, invocation, targets, delay_scale=delay_scale, unlock=unlock
+            session,
+            obj.directory,
+            cfg,
+            invocation,
+            targets,
+            delay_scale=delay_scale,
+            unlock=unlock,
+            stall_seconds=stall_seconds,
         )
     if as_json:
         echo_json(summary.to_dict())
@@ -350,9 +373,10 @@ def show_cmd(obj, entry_id, as_json) -> None:
 )
 @click.option("--unlock", is_flag=True, help="Remove a stale Snakemake lock first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@stall_option
 @click.pass_obj
 @library_errors
-def retry_cmd(obj, entry_id, force, dry_run, unlock, as_json) -> None:
+def retry_cmd(obj, entry_id, force, dry_run, unlock, as_json, stall_seconds) -> None:
     """Re-run an entry's job (and what depends on it); resolve it only if it succeeds.
 
     A non-retryable entry (ValidationError, ConfigurationError, NonRetryableError) is re-run
@@ -367,7 +391,14 @@ def retry_cmd(obj, entry_id, force, dry_run, unlock, as_json) -> None:
     db = _open_db(obj, create=False)
     with db.sessions() as session:
         outcome = retry_entry(
-            session, entry_id, obj.directory, cfg, force=force, dry_run=dry_run, unlock=unlock
+            session,
+            entry_id,
+            obj.directory,
+            cfg,
+            force=force,
+            dry_run=dry_run,
+            unlock=unlock,
+            stall_seconds=stall_seconds,
         )
     if as_json:
         echo_json(outcome.to_dict())
@@ -389,9 +420,10 @@ def retry_cmd(obj, entry_id, force, dry_run, unlock, as_json) -> None:
 )
 @click.option("--unlock", is_flag=True, help="Remove a stale Snakemake lock first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@stall_option
 @click.pass_obj
 @library_errors
-def retry_all_cmd(obj, pipeline, force, dry_run, unlock, as_json) -> None:
+def retry_all_cmd(obj, pipeline, force, dry_run, unlock, as_json, stall_seconds) -> None:
     """Retry a pipeline's unresolved entries (one Snakemake run per invocation).
 
     Exit status: 0 when every retried entry was resolved, 1 when any stays open.
@@ -403,7 +435,14 @@ def retry_all_cmd(obj, pipeline, force, dry_run, unlock, as_json) -> None:
     db = _open_db(obj, create=False)
     with db.sessions() as session:
         outcomes = retry_all(
-            session, pipeline, obj.directory, cfg, force=force, dry_run=dry_run, unlock=unlock
+            session,
+            pipeline,
+            obj.directory,
+            cfg,
+            force=force,
+            dry_run=dry_run,
+            unlock=unlock,
+            stall_seconds=stall_seconds,
         )
     if as_json:
         echo_json([outcome.to_dict() for outcome in outcomes])

@@ -14,6 +14,9 @@
   files, profile, Snakemake options) that produced it, ingest that run, and resolve the
   entry ONLY when its job now succeeded; a failed retry keeps it open with the new attempts.
 
+A SLURM run that makes no progress (no output, no job of the run in squeue) for the stall
+timeout is stopped by the watchdog (`watchdog`, `stall_seconds`) and ends with `RunStalled`.
+
 These functions own their transactions (short ones, never while Snakemake runs): pass a
 Session that is not inside a transaction.
 """
@@ -142,6 +145,7 @@ def run_workflow(
     unlock: bool = False,
     echo: Echo | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stall_seconds: float | None = None,
 ) -> RunSummary:
     """Run the workflow, retry transient failures with backoff, dead-letter the rest."""
     from .retry import policies_from_config
@@ -161,7 +165,13 @@ def run_workflow(
             if held:
                 _countdown(_wait_seconds(held, policies, scale), held, number, echo, sleep)
             # the step runner defers Snakemake's immediate retries of transient failures
-            run = run_snakemake(command, workdir, echo=echo, extra_env={DEFER_TRANSIENT_ENV: "1"})
+            run = run_snakemake(
+                command,
+                workdir,
+                echo=echo,
+                extra_env={DEFER_TRANSIENT_ENV: "1"},
+                stall_seconds=stall_seconds,
+            )
             current = Round(number, command, run.returncode, _shown(run.log_path, workdir))
             summary.rounds.append(current)
             if run.log_path is None:
@@ -326,6 +336,7 @@ def retry_entry(
     dry_run: bool = False,
     unlock: bool = False,
     echo: Echo | None = None,
+    stall_seconds: float | None = None,
 ) -> RetryOutcome:
     """Re-run one entry's targets; resolve it only if its job now succeeded."""
     with session.begin():
@@ -338,7 +349,16 @@ def retry_entry(
         if refusal is not None:
             raise NeuroflowError(refusal)
         plan = _plan(entry, cfg, workdir)
-    outcomes = _execute([plan], session, workdir, cfg, dry_run=dry_run, unlock=unlock, echo=echo)
+    outcomes = _execute(
+        [plan],
+        session,
+        workdir,
+        cfg,
+        dry_run=dry_run,
+        unlock=unlock,
+        echo=echo,
+        stall_seconds=stall_seconds,
+    )
     return outcomes[0]
 
 
@@ -352,6 +372,7 @@ def retry_all(
     dry_run: bool = False,
     unlock: bool = False,
     echo: Echo | None = None,
+    stall_seconds: float | None = None,
 ) -> list[RetryOutcome]:
     """Retry every unresolved entry of a pipeline: one Snakemake run per invocation."""
     skipped: dict[int, str] = {}
@@ -369,7 +390,14 @@ def retry_all(
     outcomes: list[RetryOutcome] = []
     for group in groups.values():
         outcomes += _execute(
-            group, session, workdir, cfg, dry_run=dry_run, unlock=unlock, echo=echo
+            group,
+            session,
+            workdir,
+            cfg,
+            dry_run=dry_run,
+            unlock=unlock,
+            echo=echo,
+            stall_seconds=stall_seconds,
         )
         unlock = False
     if skipped:
@@ -437,6 +465,7 @@ def _execute(
     dry_run: bool,
     unlock: bool,
     echo: Echo | None,
+    stall_seconds: float | None = None,
 ) -> list[RetryOutcome]:
     """One Snakemake run for plans sharing an invocation; resolve the jobs that succeeded."""
     workdir = Path(workdir)
@@ -450,7 +479,7 @@ def _execute(
     if dry_run:
         return [outcome]
     check_lock(workdir, invocation, unlock=unlock)
-    run = run_snakemake(command, workdir, echo=echo)
+    run = run_snakemake(command, workdir, echo=echo, stall_seconds=stall_seconds)
     outcome.returncode = run.returncode
     outcome.log_path = _shown(run.log_path, workdir)
     context = IngestContext.build(workdir, cfg, invocation.to_dict())

@@ -101,12 +101,22 @@ class SnakemakeRun:
 
 
 def run_snakemake(
-    command: list[str], workdir: Path, *, echo=None, extra_env: dict[str, str] | None = None
+    command: list[str],
+    workdir: Path,
+    *,
+    echo=None,
+    extra_env: dict[str, str] | None = None,
+    stall_seconds: float | None = None,
 ) -> SnakemakeRun:
     """Run Snakemake in `workdir`, streaming its output to stderr; find ITS main log.
 
     `extra_env` is added to this process's environment for Snakemake (and its jobs).
+    A SLURM run is watched (`watchdog`): stalled for `stall_seconds` (None: env
+    NEUROFLOW_STALL_SECONDS, default 900; 0: not watched) -> stopped, `RunStalled` raised.
     """
+    from .watchdog import Watchdog, WatchLimits, stall_seconds_from_env, stalled_error
+
+    stall = stall_seconds_from_env() if stall_seconds is None else stall_seconds
     log.info("running snakemake", command=show_command(command), workdir=str(workdir))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -125,11 +135,14 @@ def run_snakemake(
         )
     except OSError as exc:
         raise SnakemakeFailed(f"cannot start Snakemake ({command[0]}): {exc}") from exc
+    watchdog = Watchdog(process, WatchLimits.for_stall(stall), env) if stall > 0 else None
     log_path: Path | None = None
     tail: list[str] = []
     assert process.stdout is not None
     try:
         for line in process.stdout:
+            if watchdog is not None:
+                watchdog.feed(line)
             (echo or _to_stderr)(line)
             tail.append(line.rstrip("\n"))
             del tail[:-40]
@@ -143,6 +156,9 @@ def run_snakemake(
         raise
     returncode = process.wait()
     log.info("snakemake finished", returncode=returncode, log=str(log_path) if log_path else None)
+    stalled = watchdog.finish() if watchdog is not None else None
+    if stalled is not None:
+        raise stalled_error(stalled, log_path)
     return SnakemakeRun(command, returncode, log_path, tail)
 
 
