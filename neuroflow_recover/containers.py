@@ -170,8 +170,8 @@ def qsiprep_command(
     cfg: Mapping[str, Any],
     subject: str,
     sessions: Sequence[str],
-    threads: int,
-    mem_mb: int,
+    threads: int | str,
+    mem_mb: int | str,
     workdir: str | os.PathLike = ".",
 ) -> list[str]:
     """QSIPrep participant level for one subject over all of its sessions."""
@@ -202,8 +202,8 @@ def qsirecon_command(
     cfg: Mapping[str, Any],
     subject: str,
     session: str,
-    threads: int,
-    mem_mb: int,
+    threads: int | str,
+    mem_mb: int | str,
     workdir: str | os.PathLike = ".",
 ) -> list[str]:
     """QSIRecon for one session of the QSIPrep derivatives."""
@@ -241,7 +241,7 @@ def qsiparc_command(
     cfg: Mapping[str, Any],
     subject: str,
     session: str,
-    threads: int,
+    threads: int | str,
     workdir: str | os.PathLike = ".",
 ) -> list[str]:
     """QSIParc for one session: every configured atlas, outputs overwritten (``--force``)."""

@@ -61,6 +61,15 @@ SKIPPED_EXIT = 3
 DEFER_TRANSIENT_ENV = "NEUROFLOW_DEFER_TRANSIENT"
 NON_RETRYABLE = frozenset({"ValidationError", "ConfigurationError", "NonRetryableError"})
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Placeholders a rule may put in the tool's arguments; the runner fills in THIS attempt's
+# resources. Snakemake re-evaluates resources for a retry but not params, so a tool command
+# built in params (QSIPrep's --mem / --nprocs) would otherwise keep attempt 1's values.
+RESOURCE_TOKENS = {
+    "@NEUROFLOW_MEM_MB@": "mem_mb",
+    "@NEUROFLOW_THREADS@": "threads",
+    "@NEUROFLOW_RUNTIME@": "runtime",
+    "@NEUROFLOW_DISK_MB@": "disk_mb",
+}
 
 
 @dataclass
@@ -408,6 +417,19 @@ def previous_attempt(req: StepRequest) -> AttemptRecord | None:
         return None
 
 
+def fill_resources(command: list[str], resources: Mapping[str, int]) -> list[str]:
+    """Replace the RESOURCE_TOKENS in the tool's arguments by this attempt's resources."""
+    filled = []
+    for arg in command:
+        for token, key in RESOURCE_TOKENS.items():
+            if token in arg:
+                if resources.get(key) is None:
+                    raise NeuroflowError(f"the tool's arguments use {token} but exec got no {key}")
+                arg = arg.replace(token, str(resources[key]))
+        filled.append(arg)
+    return filled
+
+
 def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResult:
     """Run one attempt of one rule's tool; see the module doc. Returns the exit code to use."""
     if not req.command:
@@ -434,8 +456,9 @@ def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResu
                 return _skip(req, rec, prev, line, "breaker_open")
 
     rec.started_at = utc_now()
+    command = fill_resources(req.command, req.resources)
     with _SignalForwarder() as signals:
-        run = _run_tool(req.command, req.log, signals, env)
+        run = _run_tool(command, req.log, signals, env)
         return _conclude(req, rec, run, cfg, breaker, env)
 
 

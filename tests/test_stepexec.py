@@ -426,3 +426,15 @@ def test_breaker_closes_when_failures_age_out(tmp_path):
     again = breaker.record_failure(sig, "r", {"subject": "4"})
     assert again.open and again.announced  # a new opening is announced again
     assert len(list((tmp_path / ".neuroflow" / "breaker").glob("*.closed"))) == 1
+
+
+def test_fill_resources_puts_the_attempts_resources_into_the_tool_arguments():
+    from neuroflow_recover.errors import NeuroflowError
+    from neuroflow_recover.stepexec import fill_resources
+
+    command = ["qsiprep", "--nprocs", "@NEUROFLOW_THREADS@", "--mem=@NEUROFLOW_MEM_MB@", "x"]
+    assert fill_resources(command, {"threads": 4, "mem_mb": 8000}) == [
+        "qsiprep", "--nprocs", "4", "--mem=8000", "x",
+    ]  # fmt: skip
+    with pytest.raises(NeuroflowError, match="@NEUROFLOW_DISK_MB@ but exec got no disk_mb"):
+        fill_resources(["t", "@NEUROFLOW_DISK_MB@"], {"threads": 1})

@@ -143,3 +143,30 @@ def test_retries_follow_max_attempts_with_the_resources_of_each_attempt(tmp_path
     assert [r.error_class for r in records] == ["ResourceError"] * 3
     assert [r.resources["mem_mb"] for r in records] == [1000, 2000, 4000]  # growth 2.0
     assert [r.resources["runtime"] for r in records] == [10, 10, 10]  # not about time
+
+
+def test_a_retry_gives_the_tool_its_own_memory_and_threads_options_of_that_attempt(tmp_path):
+    """The tools' --mem / --nprocs are filled in by the step runner from the attempt's
+    resources: params are not re-evaluated for a retry, resources are."""
+    oom = (
+        "import sys; print('ARGS', *sys.argv[1:]);"
+        " print('MemoryError: Unable to allocate 2.00 GiB', file=sys.stderr); sys.exit(1)"
+    )
+    study = make_study(
+        tmp_path / "study", 1, 1, real=True,
+        config={
+            "stages": {"qsiprep": {"container": {"command": f'{sys.executable} -c "{oom}"'}}},
+            "error_handling": {"pipelines": {"qsiprep": {"max_attempts": 2}}},
+        },
+    )  # fmt: skip
+    result = run(study)
+    assert result.returncode != 0
+    records = sorted(read_records(study, "qsiprep_preprocess", {"subject": "01"}),
+                     key=lambda r: r.attempt)  # fmt: skip
+    assert [r.attempt for r in records] == [1, 2]
+    for record in records:
+        args = next(line for line in record.tail if line.startswith("ARGS")).split()
+        assert args[args.index("--mem") + 1] == str(record.resources["mem_mb"])
+        assert args[args.index("--nprocs") + 1] == str(record.resources["threads"])
+        assert "@NEUROFLOW" not in " ".join(args)
+    assert records[1].resources["mem_mb"] > records[0].resources["mem_mb"]

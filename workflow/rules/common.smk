@@ -14,8 +14,16 @@ import json
 import shlex
 from pathlib import Path
 
-from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
 from snakemake.resources import Resource
+
+try:  # internals of the pinned Snakemake; only a speed-up (see job_args)
+    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
+except ImportError:  # pragma: no cover - a newer Snakemake: same results, slower DAG
+    FUNC_OVERWRITE_PARAMS_ATTR = None
+
+    def overwrite_function_params(func, params):
+        pass
+
 
 from neuroflow_recover import containers
 from neuroflow_recover.config import stage_max_attempts, validate_config
@@ -69,7 +77,9 @@ def job_args(func):
 # **kwargs) and looks up that method's signature twice per resource of every job (six
 # resources per job: ~10 % of a 10,000-session dry run). Handing it over once changes
 # nothing else: the same parameters, minus `self` as for the bound method.
-if not hasattr(Resource.evaluate, FUNC_OVERWRITE_PARAMS_ATTR):
+if FUNC_OVERWRITE_PARAMS_ATTR and not hasattr(
+    Resource.evaluate, FUNC_OVERWRITE_PARAMS_ATTR
+):
     _self, *_evaluate_params = inspect.signature(Resource.evaluate).parameters.values()
     overwrite_function_params(
         Resource.evaluate, inspect.Signature(_evaluate_params).parameters
@@ -230,31 +240,41 @@ def qsirecon_work(wildcards, output):
 
 
 @job_args
-def heudiconv_tool(wildcards, threads, resources):
+def heudiconv_tool(wildcards, output):
     return shlex.join(containers.heudiconv_command(config, session_of(wildcards)))
 
 
+# The tools' own thread and memory options are placeholders that the step runner fills in
+# with the attempt's resources (stepexec.RESOURCE_TOKENS): params are not re-evaluated for
+# a retry, the runner's --mem-mb / --threads in the shell command are.
+# The tool functions take `output` so that Snakemake counts them as derived params, outside
+# its params-changed trigger: their absolute host paths (bind mounts) would otherwise make
+# a study directory that was moved or copied re-run every job.
+ATTEMPT_THREADS = "@NEUROFLOW_THREADS@"
+ATTEMPT_MEM_MB = "@NEUROFLOW_MEM_MB@"
+
+
 @job_args
-def qsiprep_tool(wildcards, threads, resources):
+def qsiprep_tool(wildcards, output):
     sessions = SUBJECT_SESSIONS[wildcards.subject]
     command = containers.qsiprep_command(
-        config, wildcards.subject, sessions, threads, resources.mem_mb
+        config, wildcards.subject, sessions, ATTEMPT_THREADS, ATTEMPT_MEM_MB
     )
     return shlex.join(command)
 
 
 @job_args
-def qsirecon_tool(wildcards, threads, resources):
+def qsirecon_tool(wildcards, output):
     command = containers.qsirecon_command(
-        config, wildcards.subject, wildcards.session, threads, resources.mem_mb
+        config, wildcards.subject, wildcards.session, ATTEMPT_THREADS, ATTEMPT_MEM_MB
     )
     return shlex.join(command)
 
 
 @job_args
-def qsiparc_tool(wildcards, threads, resources):
+def qsiparc_tool(wildcards, output):
     command = containers.qsiparc_command(
-        config, wildcards.subject, wildcards.session, threads
+        config, wildcards.subject, wildcards.session, ATTEMPT_THREADS
     )
     return shlex.join(command)
 
