@@ -169,7 +169,10 @@ def exec_step(
 
     Exit code: the tool's (1 when it exited 0 but an --expect output is missing, 128+N when
     a signal stopped it), 3 when the tool was not started because attempt N-1 failed with a
-    non-retryable class or its failure's circuit breaker is open.
+    non-retryable class, its failure's circuit breaker is open, or (under `run`, which sets
+    NEUROFLOW_DEFER_TRANSIENT=1) it failed transiently and `run` retries it after a backoff.
+    Arguments @NEUROFLOW_THREADS@, @NEUROFLOW_MEM_MB@, @NEUROFLOW_RUNTIME@ and
+    @NEUROFLOW_DISK_MB@ in the tool's command line become this attempt's resources.
     """
     from .stepexec import StepRequest, parse_wildcards, run_step
 
