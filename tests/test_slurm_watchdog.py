@@ -1,38 +1,45 @@
-"""No run can hang: accounting fails in the middle of a SLURM run.
+"""No run can hang: accounting fails in the middle of a SLURM run of `neuroflow-recover run`.
 
-The failure is real but private to the run under test: Snakemake gets its own copy of the
-cluster's slurm.conf (SLURM_CONF), and right after its job is submitted the copy's
-AccountingStoragePort is pointed at a closed port, so every `sacct` of that process gets
-`Connection refused` from the real client, exactly as with slurmdbd down, while the shared
-cluster (and anyone else using it) is untouched. The job itself runs on the real cluster
-(the plugin's job step does not pass SLURM_CONF on).
+The failure is real but private to the run under test: `neuroflow-recover run` (and so
+Snakemake and the watchdog's squeue) gets its own copy of the cluster's slurm.conf
+(SLURM_CONF), and right after the job is submitted the copy's AccountingStoragePort is
+pointed at a closed port, so every `sacct` of that run gets `Connection refused` from the
+real client, exactly as with slurmdbd down, while the shared cluster (and anyone else using
+it) is untouched; squeue still reaches slurmctld. The job itself runs on the real cluster.
 
 * default status command (sacct): the plugin loses its job and would wait forever; the
-  watchdog (tests/slurm/watchdog.py, the mechanism proposed for `neuroflow-recover run`)
-  stops it in bounded time;
-* `--slurm-status-command squeue`: the run does not depend on accounting and completes.
+  watchdog (`neuroflow_recover.watchdog`) stops the run within a bounded time, exit 1 with
+  a clear message, nothing of the run left in squeue;
+* `--slurm-status-command squeue`: the run does not depend on accounting and completes;
+  the silent 25 s job is not mistaken for a stall.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "slurm"))
 import probe  # noqa: E402
-import watchdog  # noqa: E402
 
-pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+from neuroflow_recover import watchdog  # noqa: E402
 
 TARGET = probe.target("probe_sleep")  # a 25 s job
-# stall must exceed the plugin's status interval at that point of the run (it grows by 10 s
-# per round without a success: 2, 12, 22, 32, 42 s here)
-LIMITS = watchdog.WatchLimits(stall_seconds=60, poll_seconds=5, grace_seconds=60, max_seconds=400)
+# must exceed the plugin's status interval at that point of the run (it grows by 10 s per
+# round without a successful job: 2, 12, 22, 32, 42 s with the test overrides)
+STALL_SECONDS = 60
+# the 25 s job + the stall + polls (6 s) + SIGINT shutdown stay far below this
+BOUND_SECONDS = 300
+SAFETY_KILL_SECONDS = 600  # only if the watchdog itself failed: never hang the suite
 
 
 def require_cluster() -> None:
@@ -48,30 +55,77 @@ def cluster_conf() -> Path:
     return Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).resolve()
 
 
-def run_with_accounting_lost(workdir: Path, status_command: str) -> watchdog.WatchedRun:
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    workdir: Path
+
+    @property
+    def run_id(self) -> str | None:
+        found = watchdog.RUN_ID_LINE.search(self.stderr)
+        return found.group(1) if found else None
+
+
+def run_with_accounting_lost(workdir: Path, status_command: str) -> CliRun:
     workdir.mkdir(parents=True)
     (workdir / "Snakefile").write_text(probe.PROBE_SNAKEFILE.read_text())
+    (workdir / "config").mkdir()
+    (workdir / "config" / "config.yaml").write_text("sessions: sessions.tsv\n")
     conf = workdir / "slurm.conf"
     conf.write_text(cluster_conf().read_text())
     env = probe.env()
+    env.pop("NEUROFLOW_DB", None)
+    env.pop("NEUROFLOW_STALL_SECONDS", None)
     env["SLURM_CONF"] = str(conf)
-
-    def break_accounting(line: str) -> None:
-        if "has been submitted with SLURM jobid" in line:
-            text = re.sub(r"(?m)^AccountingStoragePort=.*$", "", conf.read_text())
-            conf.write_text(text + "AccountingStoragePort=1\n")  # nothing listens there
-
-    command = probe.snakemake_command([TARGET], ["--slurm-status-command", status_command])
-    return watchdog.run_watched(
-        command, workdir, workdir / "snakemake.out", LIMITS, env=env, on_line=break_accounting
+    snakemake_args = probe.snakemake_command([TARGET], ["--slurm-status-command", status_command])
+    command = [
+        sys.executable, "-m", "neuroflow_recover.cli", "-d", str(workdir),
+        "run", "--stall-timeout", str(STALL_SECONDS), "--", *snakemake_args[1:],
+    ]  # fmt: skip
+    started = time.monotonic()
+    with open(workdir / "cli.stdout", "w") as out:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        safety = threading.Timer(SAFETY_KILL_SECONDS, os.killpg, (proc.pid, signal.SIGKILL))
+        safety.start()
+        lines: list[str] = []
+        broken = False
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if not broken and "has been submitted with SLURM jobid" in line:
+                text = re.sub(r"(?m)^AccountingStoragePort=.*$", "", conf.read_text())
+                conf.write_text(text + "AccountingStoragePort=1\n")  # nothing listens there
+                broken = True
+        returncode = proc.wait()
+        safety.cancel()
+    stderr = "".join(lines)
+    (workdir / "cli.stderr").write_text(stderr)
+    return CliRun(
+        returncode,
+        (workdir / "cli.stdout").read_text(),
+        stderr,
+        time.monotonic() - started,
+        workdir,
     )
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, watchdog.WatchedRun]:
+def runs(tmp_path_factory) -> dict[str, CliRun]:
     require_cluster()
     base = tmp_path_factory.mktemp("watchdog")
-    results: dict[str, watchdog.WatchedRun] = {}
+    results: dict[str, CliRun] = {}
 
     def go(name: str) -> None:
         results[name] = run_with_accounting_lost(base / name, name)
@@ -81,38 +135,43 @@ def runs(tmp_path_factory) -> dict[str, watchdog.WatchedRun]:
         t.start()
     for t in threads:
         t.join()
-    results["base"] = base  # type: ignore[assignment]
     return results
 
 
-def output(runs, name: str) -> str:
-    return (runs["base"] / name / "snakemake.out").read_text(errors="replace")
-
-
-def test_sacct_failure_is_stopped_by_the_watchdog_in_bounded_time(runs):
+@pytest.mark.slurm
+@pytest.mark.workflow
+def test_lost_accounting_ends_the_run_with_a_clear_error_in_bounded_time(runs):
     run = runs["sacct"]
-    text = output(runs, "sacct")
-    assert run.stuck is not None, text[-3000:]
-    assert "no job of the run was pending or running" in run.stuck
-    assert run.returncode != 0
-    # bounded: the 25 s job + stall_seconds + a few polls + SIGINT shutdown
-    assert run.seconds < LIMITS.max_seconds, run.seconds
-    # the job really completed on the cluster, but the plugin never noticed
-    assert (runs["base"] / "sacct" / "results/01/1/probe_sleep.txt").exists()
-    assert "Finished jobid" not in text
-    assert "Terminating processes on user request" in text
+    assert run.run_id, run.stderr[-3000:]
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert run.seconds < BOUND_SECONDS, run.seconds
+    assert run.seconds > STALL_SECONDS  # not stopped before the stall timeout
+    # the plugin never noticed its job finish: a real hang, not a slow job
+    assert "Finished jobid" not in run.stderr
+    # the CLI's error (click: "Error: ..."), no traceback
+    error = run.stderr[run.stderr.rindex("Error: ") :]
+    assert (
+        f"Snakemake made no progress for {STALL_SECONDS} s and no job of this run "
+        f"(SLURM run {run.run_id}) is queued or running on SLURM" in error
+    )
+    assert "is the status command (sacct) working?" in error
+    assert "the next run re-runs whatever did not finish" in error
+    assert "--unlock" in error
+    assert "Traceback" not in run.stderr
     # nothing of the run is left queued or running (squeue via the shared cluster config)
     assert watchdog.active_slurm_jobs(run.run_id, probe.env()) == []
 
 
+@pytest.mark.slurm
+@pytest.mark.workflow
 def test_squeue_status_command_does_not_need_accounting(runs):
     run = runs["squeue"]
-    text = output(runs, "squeue")
-    assert run.stuck is None, run.stuck
-    assert run.returncode == 0, text[-3000:]
-    assert "Finished jobid: 0 (Rule: probe_sleep)" in text
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Finished jobid: 0 (Rule: probe_sleep)" in run.stderr
+    assert "made no progress" not in run.stderr
     # the job was silent for 25 s: the watchdog did not mistake a running job for a hang
     assert run.seconds > 25
+    assert run.stdout.splitlines()[-1] == "dead-lettered entries: none"
 
 
 def test_watchdog_verdicts_follow_output_and_queue():
@@ -125,7 +184,7 @@ def test_watchdog_verdicts_follow_output_and_queue():
         clock=lambda: now[0],
     )
     now[0] = 500
-    assert watch.verdict() is None  # no SLURM run id yet: a local run, no stall rule
+    assert watch.verdict() is None  # no SLURM run id: a local run is never stopped
     watch.feed("SLURM run ID: 1234-abcd\n")
     assert watch.run_id == "1234-abcd"
     now[0] = 900
@@ -134,12 +193,21 @@ def test_watchdog_verdicts_follow_output_and_queue():
     now[0] = 950
     assert watch.verdict() is None  # no job for 50 s only
     now[0] = 1001
-    assert "no job of the run" in watch.verdict()
+    assert "no job of this run (SLURM run 1234-abcd)" in watch.verdict()
     watch.feed("Finished jobid: 0\n")
     assert watch.verdict() is None
     active[0] = None  # squeue fails
     now[0] = 1200
-    assert "squeue failed" in watch.verdict()
-    capped = watchdog.RunWatch(watchdog.WatchLimits(max_seconds=60), clock=lambda: now[0])
-    now[0] += 61
-    assert "maximum wall time" in capped.verdict()
+    assert "(squeue failed)" in watch.verdict()
+
+
+def test_stall_limits_and_environment(monkeypatch):
+    assert watchdog.WatchLimits.for_stall(900) == watchdog.WatchLimits(900, 30, 120)
+    assert watchdog.WatchLimits.for_stall(60) == watchdog.WatchLimits(60, 6, 60)
+    monkeypatch.delenv(watchdog.STALL_ENV, raising=False)
+    assert watchdog.stall_seconds_from_env() == 900
+    monkeypatch.setenv(watchdog.STALL_ENV, "45")
+    assert watchdog.stall_seconds_from_env() == 45
+    monkeypatch.setenv(watchdog.STALL_ENV, "soon")
+    with pytest.raises(watchdog.NeuroflowError, match="not a number of seconds"):
+        watchdog.stall_seconds_from_env()
