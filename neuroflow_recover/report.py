@@ -251,7 +251,8 @@ def render_retry(outcomes) -> str:
         if outcome.command:
             label = "would run" if outcome.dry_run else "ran"
             ids = ", ".join(map(str, outcome.entry_ids))
-            lines.append(f"entries {ids}: {label}: {show_command(outcome.command)}")
+            noun = "entry" if len(outcome.entry_ids) == 1 else "entries"
+            lines.append(f"{noun} {ids}: {label}: {show_command(outcome.command)}")
             targets = list(getattr(outcome, "targets", None) or [])
             if targets:
                 lines.append("  targets:")

@@ -285,7 +285,7 @@ def test_dry_run_prints_the_exact_command_and_targets_and_changes_nothing(workdi
     dry = invoke(workdir, "retry", "2", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert dry.stdout == (
-        f"entries 2: would run: {snakemake} --cores 2 -- results/bids/sub-02/ses-1/.done\n"
+        f"entry 2: would run: {snakemake} --cores 2 -- results/bids/sub-02/ses-1/.done\n"
         "  targets:\n"
         "    results/bids/sub-02/ses-1/.done\n"
     )
@@ -296,7 +296,7 @@ def test_dry_run_prints_the_exact_command_and_targets_and_changes_nothing(workdi
     both = invoke(workdir, "retry-all", "--pipeline", "qsiparc", "--dry-run")
     assert both.exit_code == 0, both.output
     assert both.stdout == (
-        f"entries 1: would run: {snakemake} --cores 2 -- results/qsiparc/sub-01/ses-1/done.txt\n"
+        f"entry 1: would run: {snakemake} --cores 2 -- results/qsiparc/sub-01/ses-1/done.txt\n"
         "  targets:\n"
         "    results/qsiparc/sub-01/ses-1/done.txt\n"
     )
@@ -377,7 +377,7 @@ def test_non_retryable_retry_runs_once_an_input_or_the_configuration_changed(fre
     allowed = invoke(root, "retry", str(entry_id), "--dry-run")
     assert allowed.exit_code == 0, allowed.output
     assert allowed.stdout == (
-        f"entries {entry_id}: would run: {VENV_BIN / 'snakemake'} --cores 2 -- "
+        f"entry {entry_id}: would run: {VENV_BIN / 'snakemake'} --cores 2 -- "
         "results/bids/sub-02/ses-1/.done\n"
         "  targets:\n"
         "    results/bids/sub-02/ses-1/.done\n"

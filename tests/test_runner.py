@@ -94,7 +94,7 @@ def test_retry_resolves_only_when_the_job_succeeds(tmp_path):
     assert dry.returncode == 0, dry.stderr
     command = f"{VENV_BIN / 'snakemake'} --cores 1 --keep-going -- results/01/2.txt"
     assert dry.stdout == (
-        f"entries {entry_id}: would run: {command}\n  targets:\n    results/01/2.txt\n"
+        f"entry {entry_id}: would run: {command}\n  targets:\n    results/01/2.txt\n"
     )
     assert main_logs(root) == logs  # a dry run starts no Snakemake ...
     assert _show(root, entry_id)["attempts"] == 1  # ... and changes nothing
@@ -113,7 +113,7 @@ def test_retry_resolves_only_when_the_job_succeeds(tmp_path):
     assert fixed.returncode == 0, fixed.stderr
     (new_log,) = sorted(set(main_logs(root)) - set(logs))
     assert fixed.stdout.splitlines() == [
-        f"entries {entry_id}: ran: {command}",
+        f"entry {entry_id}: ran: {command}",
         "  targets:",
         "    results/01/2.txt",
         f"  snakemake exit code 0, log .snakemake/log/{new_log.name}",
