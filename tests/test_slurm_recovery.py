@@ -125,9 +125,7 @@ def entry(example, failed_run) -> dict:
     return json.loads(shown.stdout)
 
 
-def test_configuration_error_is_dead_lettered_without_retrying_the_tool(
-    example, failed_run, entry
-):
+def test_configuration_error_is_dead_lettered_without_retrying_the_tool(example, failed_run, entry):
     assert failed_run.returncode == 1, failed_run.stderr[-4000:]
     assert entry["rule"] == RULE and entry["pipeline"] == "qsirecon"
     assert entry["error_type"] == "ConfigurationError"
