@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             "1) command line argument ``--fs-license-file``; 2) ``$FS_LICENSE`` environment variable.")  # fmt: skip
         return 2
     if args.recon_spec not in RECON_SPECS:
-        p.error(f"the stand-in knows the recon specs {', '.join(RECON_SPECS)}, not {args.recon_spec!r}")
+        # worded like an argparse type check, as QSIRecon's own option validation prints it
+        p.error(f"argument --recon-spec: invalid recon spec {args.recon_spec!r} "
+                f"(the stand-in knows {', '.join(RECON_SPECS)})")  # fmt: skip
     log(BANNER.format(app=APP))
     log(f"Running {APP} version {VERSION}: spec={args.recon_spec} atlases={args.atlases} "
         f"nprocs={args.nprocs} mem={args.mem}")  # fmt: skip
