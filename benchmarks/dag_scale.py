@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated study")
     args = parser.parse_args(argv)
 
-    from neuroflow_recover.sheet import load_sessions
+    from neuroflow_recover.workflow.sheet import load_sessions
 
     root = Path(tempfile.mkdtemp(prefix="neuroflow-dag-scale-"))
     try:

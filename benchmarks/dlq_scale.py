@@ -23,10 +23,10 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from neuroflow_recover.db import open_database
-from neuroflow_recover.dlq import list_entries
-from neuroflow_recover.models import AttemptHistory, DeadLetterEntry
-from neuroflow_recover.report import queue_stats
+from neuroflow_recover.queue.database import open_database
+from neuroflow_recover.queue.entries import list_entries
+from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry
+from neuroflow_recover.queue.stats import queue_stats
 
 PIPELINES = {
     "bids_conversion": "heudiconv_convert",

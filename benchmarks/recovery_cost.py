@@ -10,7 +10,7 @@ Every job is run (and retried) until it finishes or is dead-lettered under four 
                   isolates what knowing the cause saves from the choice of factor);
 * cause-aware     neuroflow's default: grow only what the failure was about, keep resources
                   after a transient failure, fail fast (no tool run) after a non-retryable
-                  failure. The growth is the real ``neuroflow_recover.resources`` code
+                  failure. The growth is the real ``neuroflow_recover.step.resources`` code
                   (``cause_of`` on an AttemptRecord, then ``grow``), not a copy;
 * oracle          a lower bound: knows every job's needs; gives each job max(base, need),
                   never runs a job that cannot succeed; transient failures still happen.
@@ -63,8 +63,8 @@ from pathlib import Path
 
 import yaml
 
-from neuroflow_recover.attempts import AttemptRecord
-from neuroflow_recover.resources import (
+from neuroflow_recover.step.attempts import AttemptRecord
+from neuroflow_recover.step.resources import (
     MEMORY,
     RESOURCE_KEYS,
     RUNTIME,

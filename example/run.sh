@@ -20,9 +20,9 @@ echo "  QSIPrep:   $results/derivatives/qsiprep  reports $(count "$results/deriv
 echo "  QSIRecon:  $results/derivatives/qsirecon  segmentations $(count "$results/derivatives/qsirecon" '*_dseg.nii.gz'), scalar maps $(count "$results/derivatives/qsirecon" '*_dwimap.nii.gz')"
 requested=$(python - <<'PY'
 import os
-from neuroflow_recover.config import load_config
-from neuroflow_recover.layout import final_targets
-from neuroflow_recover.sheet import load_sessions
+from neuroflow_recover.workflow.config import load_config
+from neuroflow_recover.workflow.layout import final_targets
+from neuroflow_recover.workflow.sheet import load_sessions
 cfg = load_config(".", ["example/config.yaml"])
 targets = final_targets(cfg, load_sessions(cfg["sessions"]))
 print(f"{sum(os.path.isfile(t) for t in targets)} of the {len(targets)} the config requests present")

@@ -1,15 +1,13 @@
-"""Shared pytest fixtures (small and generic; append new ones at the end)."""
+"""Shared pytest fixtures (small and generic; helpers live in helpers.py)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
+from helpers import REPO
+from helpers import tool_env as _tool_env
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +20,4 @@ def repo() -> Path:
 def tool_env() -> dict[str, str]:
     """The environment for subprocesses: this interpreter's bin directory first on PATH
     (neuroflow-recover, snakemake, heudiconv, dcm2niix, qsiparc), no NEUROFLOW_DB."""
-    env = dict(os.environ)
-    env.pop("NEUROFLOW_DB", None)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    return _tool_env()

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import VENV_BIN
+
 SNAKEFILE = """\
 JOBS = [line.split() for line in open("jobs.txt").read().splitlines() if line.strip()]
 
@@ -93,7 +95,6 @@ error_handling:
     max_delay_minutes: 5
 """
 
-VENV_BIN = Path(sys.executable).parent
 
 
 def make_toy_workflow(

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neuroflow_recover.attempts import read_records
+from neuroflow_recover.step.attempts import read_records
 
 pytestmark = pytest.mark.workflow
 
@@ -35,7 +35,7 @@ RULE = "qsiprep_preprocess"
 
 SNAKEFILE = textwrap.dedent(
     '''
-    from neuroflow_recover.resources import stage_resources
+    from neuroflow_recover.step.resources import stage_resources
 
 
     configfile: "config/config.yaml"

@@ -8,23 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from neuroflow_recover.classifier import (
-    ERROR_CLASSES,
+from neuroflow_recover.classify.classes import ERROR_CLASSES, NON_RETRYABLE, RESOURCES
+from neuroflow_recover.classify.classifier import (
     EVIDENCE_MAX,
     HEAD_BYTES,
-    NON_RETRYABLE,
-    RESOURCES,
     TAIL_BYTES,
     Classification,
     Classifier,
     classify,
-    format_missing_outputs,
-    format_not_starting,
     normalize_slurm_state,
     read_window,
-    required_literals,
-    shipped_pack,
 )
+from neuroflow_recover.classify.patterns import required_literals, shipped_pack
+from neuroflow_recover.step.messages import format_missing_outputs, format_not_starting
 from neuroflow_recover.errors import ConfigError, NeuroflowError
 
 DATA = Path(__file__).parent / "data"

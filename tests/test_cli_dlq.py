@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from helpers import VENV_BIN
 from neuroflow_recover.cli import cli
-from neuroflow_recover.db import open_database
-from neuroflow_recover.dlq import AttemptEvent, JobFailure, dead_letter, get_entry
+from neuroflow_recover.queue.database import open_database
+from neuroflow_recover.queue.entries import AttemptEvent, JobFailure, dead_letter, get_entry
 
-VENV_BIN = Path(sys.executable).parent
 WHEN_1 = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 WHEN_2 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -344,7 +343,7 @@ def test_non_retryable_retry_is_refused_while_nothing_it_depends_on_changed(fres
         assert refused.stderr == f"Error: {why}\n", args
         assert refused.stdout == ""
     skipped = invoke(root, "retry-all", "--pipeline", "bids_conversion", "--dry-run")
-    assert skipped.exit_code == 0, skipped.output
+    assert skipped.exit_code == 1, skipped.output  # refused, as by `retry`: not done
     assert (
         skipped.stdout
         == f"  entry {entry_id}: skipped, {why.removeprefix(f'entry {entry_id} ')}\n"

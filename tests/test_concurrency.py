@@ -14,9 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from dlq_workflows import behave, main_logs, make_toy_workflow, snakemake
-from neuroflow_recover.db import open_database
-from neuroflow_recover.ingest import PAUSE_ENV
-from neuroflow_recover.models import AttemptHistory, DeadLetterEntry, IngestedLog
+from neuroflow_recover.queue.database import open_database
+from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry, IngestedLog
 
 pytestmark = pytest.mark.workflow
 
@@ -41,12 +40,15 @@ def three_logs(tmp_path_factory) -> Path:
     return root
 
 
-def _start(root: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+def _start(root: Path, *args: str, pause: Path | None = None) -> subprocess.Popen:
+    """`neuroflow-recover ingest`; with `pause`, waiting inside each log's transaction."""
     full_env = dict(os.environ)
     full_env.pop("NEUROFLOW_DB", None)
-    full_env.update(env or {})
+    program = ["-m", "neuroflow_recover.cli"]
+    if pause is not None:
+        program = [str(Path(__file__).with_name("paused_ingest.py")), str(pause)]
     return subprocess.Popen(
-        [sys.executable, "-m", "neuroflow_recover.cli", "-d", str(root), "ingest", *args],
+        [sys.executable, *program, "-d", str(root), "ingest", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -93,7 +95,7 @@ def test_kill_9_inside_the_transaction_leaves_the_database_consistent(three_logs
     assert after_first[:3] == (4, 4, 1)
 
     flag = tmp_path / "paused"
-    victim = _start(root, str(second), str(third), env={PAUSE_ENV: str(flag)})
+    victim = _start(root, str(second), str(third), pause=flag)
     deadline = time.monotonic() + 300
     while not flag.exists():  # the process is now inside the second log's transaction
         assert victim.poll() is None, victim.communicate()

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from neuroflow_recover.config import (
+from neuroflow_recover.workflow.config import (
     load_config,
     load_schema,
     merge,

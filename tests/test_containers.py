@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neuroflow_recover.config import validate_config
-from neuroflow_recover.containers import (
+from neuroflow_recover.workflow.config import validate_config
+from neuroflow_recover.workflow.containers import (
     Mount,
     build_command,
     heudiconv_command,
@@ -14,7 +14,7 @@ from neuroflow_recover.containers import (
     qsirecon_command,
 )
 from neuroflow_recover.errors import ConfigError
-from neuroflow_recover.sheet import Session
+from neuroflow_recover.workflow.sheet import Session
 
 WD = "/study"  # the workflow directory the relative paths are made absolute against
 

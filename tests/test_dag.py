@@ -7,10 +7,10 @@ import shlex
 import pytest
 import yaml
 
-from neuroflow_recover.config import load_config
-from neuroflow_recover.layout import Layout, final_targets
-from neuroflow_recover.resources import stage_resources
-from neuroflow_recover.sheet import load_sessions
+from neuroflow_recover.workflow.config import load_config
+from neuroflow_recover.workflow.layout import Layout, final_targets
+from neuroflow_recover.step.resources import stage_resources
+from neuroflow_recover.workflow.sheet import load_sessions
 from workflow_study import REPO, dry_run, job_counts, jobs, make_study, snakemake, write_sheet
 
 STAGE_RULES = ("heudiconv_convert", "qsiprep_preprocess", "qsirecon_reconstruct", "qsiparc_parcellate")

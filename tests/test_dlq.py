@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from neuroflow_recover.db import DEFAULT_DB, open_database
-from neuroflow_recover.dlq import (
+from neuroflow_recover.queue.database import DEFAULT_DB, open_database
+from neuroflow_recover.queue.entries import (
     AttemptEvent,
     JobFailure,
     dead_letter,
@@ -22,8 +22,9 @@ from neuroflow_recover.dlq import (
     resolve_entry,
 )
 from neuroflow_recover.errors import DatabaseError, EntryNotFound, NeuroflowError
-from neuroflow_recover.models import AttemptHistory, DeadLetterEntry, IngestedLog
-from neuroflow_recover.report import queue_stats, render_stats, stats_frame
+from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry, IngestedLog
+from neuroflow_recover.cli.render import render_stats
+from neuroflow_recover.queue.stats import queue_stats, stats_frame
 
 
 def failure(
@@ -171,7 +172,7 @@ def test_an_attempt_listed_twice_in_one_failure_is_recorded_once(db):
 
 
 def test_real_attempts_count_only_attempts_that_ran_the_tool():
-    from neuroflow_recover.dlq import real_attempts
+    from neuroflow_recover.queue.entries import real_attempts
 
     ran = AttemptEvent(event_key="a", source="attempt-record")
     not_started = AttemptEvent(event_key="b", source="attempt-record", ran=False)
@@ -322,7 +323,7 @@ def _dump(db) -> tuple:
 
 
 def test_seed_facade_keeps_the_seed_names(db):
-    from neuroflow_recover.dlq import DeadLetterQueue
+    from neuroflow_recover.queue.entries import DeadLetterQueue
 
     queue = DeadLetterQueue(db.sessions)
     entry = queue.add(failure(keys=("f:1:1",)))

@@ -15,14 +15,10 @@ from pathlib import Path
 import pytest
 
 from neuroflow_recover.errors import LogFormatError, NeuroflowError
-from neuroflow_recover.logparse import (
-    FailedJob,
-    RunLog,
-    exit_code_from_text,
-    parse_log,
-    read_evidence,
-    slurm_exit_code,
-)
+from neuroflow_recover.logs.evidence import read_evidence, slurm_exit_code
+from neuroflow_recover.logs.lines import exit_code_from_text
+from neuroflow_recover.logs.parser import parse_log
+from neuroflow_recover.logs.records import FailedJob, RunLog
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGS = FIXTURES / "logs"

@@ -17,7 +17,6 @@ input changed since it failed) re-runs only sub-01's jobs and resolves it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,12 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from neuroflow_recover.attempts import read_records
+from helpers import copy_example, tool_env
+from neuroflow_recover.step.attempts import read_records
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 CONFIGS = ["--configfile", "example/config.yaml", "--configfile", "oom_once.yaml"]
 
 OOM_WRAPPER = """\
@@ -70,11 +68,7 @@ subject,01,1,1
 
 
 def _env() -> dict:
-    env = dict(os.environ)
-    env.pop("NEUROFLOW_DB", None)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # heudiconv, qsiparc
-    env["NEUROFLOW_DELAY_SCALE"] = "0.01"
-    return env
+    return tool_env(NEUROFLOW_DELAY_SCALE="0.01")  # heudiconv, qsiparc on PATH
 
 
 def recover(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -97,15 +91,7 @@ def _make_data(root: Path, out: str) -> None:
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("example") / "wf"
-    ignore = shutil.ignore_patterns("__pycache__", ".snakemake", "results", "work", "data")
-    for name in ("workflow", "profiles", "config"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    (root / "example").mkdir()
-    shutil.copytree(REPO / "example" / "standins", root / "example" / "standins", ignore=ignore)
-    for name in ("make_example_data.py", "config.yaml"):
-        shutil.copy2(REPO / "example" / name, root / "example" / name)
-    _make_data(root, "example/data")
+    root = copy_example(tmp_path_factory.mktemp("example") / "wf", subjects=2, sessions=2)
     for dcm in sorted((root / "example/data/dicom/sub-01/ses-02").rglob("*.dcm")):
         dcm.write_bytes(b"truncated, not a DICOM file\n" * 4)
     wrapper = root / "oom_once.py"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neuroflow_recover import resources
-from neuroflow_recover.attempts import AttemptRecord, write_record
+from helpers import REPO
+from neuroflow_recover.step import resources
+from neuroflow_recover.step.attempts import AttemptRecord, write_record
 from neuroflow_recover.errors import ConfigError
-from neuroflow_recover.resources import cause_of, grow, stage_resources
+from neuroflow_recover.step.resources import cause_of, grow, stage_resources
 
-REPO = Path(__file__).resolve().parents[1]
 RULE = "qsiprep_preprocess"
 WC = {"subject": "01"}
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

@@ -8,25 +8,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neuroflow_recover.classifier import ERROR_CLASSES, NON_RETRYABLE, Classification
+from neuroflow_recover.classify.classes import ERROR_CLASSES, NON_RETRYABLE
+from neuroflow_recover.classify.classifier import Classification
 from neuroflow_recover.errors import ConfigError, NeuroflowError
-from neuroflow_recover.retry import (
-    DEFAULT_POLICIES,
+from neuroflow_recover.classify.classes import (
     ERROR_TYPES,
     ConfigurationError,
     NonRetryableError,
     ResourceError,
     RetryableError,
-    RetryContext,
-    RetryPolicy,
     TransientError,
-    UnknownErrorClass,
     ValidationError,
     error_type,
-    get_retry_policy,
-    policies_from_config,
     to_exception,
 )
+from neuroflow_recover.classify.policy import (
+    DEFAULT_POLICIES,
+    RetryContext,
+    RetryPolicy,
+    get_retry_policy,
+    policies_from_config,
+)
+from neuroflow_recover.errors import UnknownErrorClass
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "config.yaml"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dlq_workflows import VENV_BIN, behave, main_logs, make_toy_workflow, recover
-from neuroflow_recover.snakemake_cmd import lock_files
+from neuroflow_recover.logs.locations import lock_files
 
 pytestmark = pytest.mark.workflow
 
@@ -143,7 +143,7 @@ def test_non_retryable_entries_need_force_and_retry_all(tmp_path):
     )
     assert f"Error: entry {entries['01']} {why}" in refused.stderr
     dry = recover(root, "retry-all", "--pipeline", "toy_step", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 1, dry.stderr  # entry 01 refused, as by `retry`: not done
     (line,) = [line for line in dry.stdout.splitlines() if "would run" in line]
     assert line.endswith(
         ("-- results/02/1.txt results/03/1.txt", "-- results/03/1.txt results/02/1.txt")
@@ -229,12 +229,12 @@ def test_delay_scale_must_be_a_number(tmp_path):
 
 def test_failures_waiting_for_a_retry_are_queued_when_the_next_round_cannot_run(tmp_path):
     """Snakemake cannot start in round 2 (the Snakefile broke during the backoff)."""
-    from neuroflow_recover.config import load_config
-    from neuroflow_recover.db import open_database
-    from neuroflow_recover.dlq import list_entries
+    from neuroflow_recover.workflow.config import load_config
+    from neuroflow_recover.queue.database import open_database
+    from neuroflow_recover.queue.entries import list_entries
     from neuroflow_recover.errors import SnakemakeFailed
-    from neuroflow_recover.runner import run_workflow
-    from neuroflow_recover.snakemake_cmd import Invocation
+    from neuroflow_recover.recover.run import run_workflow
+    from neuroflow_recover.recover.invocation import Invocation
 
     root = make_toy_workflow(tmp_path / "wf", [("01", "1")])
     behave(root, "01", "1", f"until|never|1|{STALE}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from neuroflow_recover.errors import SheetError
-from neuroflow_recover.sheet import Session, load_sessions, sessions_by_subject
+from neuroflow_recover.workflow.sheet import Session, load_sessions, sessions_by_subject
 from workflow_study import dry_run, make_study
 
 HEADER = "participant_id\tsession_id\tdicom_dir\n"

@@ -16,16 +16,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from neuroflow_recover.attempts import (
+from helpers import REPO
+from neuroflow_recover.step.attempts import (
     AttemptRecord,
     read_records,
     records_dir,
     write_record,
 )
-from neuroflow_recover.breaker import normalise_evidence
+from neuroflow_recover.step.breaker import normalise_evidence
 from neuroflow_recover.cli import cli
 
-REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 WAIT = 120  # generous: the CI machine is a loaded 2-core box
 
@@ -379,7 +379,7 @@ def test_signature_normalisation():
 
 
 def test_breaker_ignores_failures_without_a_pattern_or_evidence():
-    from neuroflow_recover.breaker import signature_of
+    from neuroflow_recover.step.breaker import signature_of
 
     assert signature_of("RetryableError", None, None) is None
     assert signature_of("RetryableError", None, "  ") is None
@@ -390,7 +390,7 @@ def test_breaker_ignores_failures_without_a_pattern_or_evidence():
 
 def _record_breaker_failure(args):
     workdir, subject = args
-    from neuroflow_recover.breaker import BreakerSettings, CircuitBreaker, signature_of
+    from neuroflow_recover.step.breaker import BreakerSettings, CircuitBreaker, signature_of
 
     breaker = CircuitBreaker(workdir, BreakerSettings(True, 2, 10))
     sig = signature_of("TransientError", "conn", "Connection refused")
@@ -411,7 +411,7 @@ def test_breaker_is_announced_once_under_concurrency(tmp_path):
 
 
 def test_breaker_closes_when_failures_age_out(tmp_path):
-    from neuroflow_recover.breaker import BreakerSettings, CircuitBreaker, signature_of
+    from neuroflow_recover.step.breaker import BreakerSettings, CircuitBreaker, signature_of
 
     breaker = CircuitBreaker(tmp_path, BreakerSettings(True, 2, 10))
     sig = signature_of("TransientError", "conn", "Connection refused")
@@ -430,7 +430,7 @@ def test_breaker_closes_when_failures_age_out(tmp_path):
 
 def test_fill_resources_puts_the_attempts_resources_into_the_tool_arguments():
     from neuroflow_recover.errors import NeuroflowError
-    from neuroflow_recover.stepexec import fill_resources
+    from neuroflow_recover.step.runner import fill_resources
 
     command = ["qsiprep", "--nprocs", "@NEUROFLOW_THREADS@", "--mem=@NEUROFLOW_MEM_MB@", "x"]
     assert fill_resources(command, {"threads": 4, "mem_mb": 8000}) == [

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from neuroflow_recover.attempts import read_records
-from neuroflow_recover.config import load_config
-from neuroflow_recover.layout import Layout, final_targets
-from neuroflow_recover.sheet import load_sessions
+from neuroflow_recover.step.attempts import read_records
+from neuroflow_recover.workflow.config import load_config
+from neuroflow_recover.workflow.layout import Layout, final_targets
+from neuroflow_recover.workflow.sheet import load_sessions
 from workflow_study import REPO, dry_run, job_counts, jobs, make_study, snakemake
 
 pytestmark = pytest.mark.workflow

@@ -8,7 +8,6 @@ example/make_example_data.py (real runs, with the example's stand-ins for the tw
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,17 +17,13 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-VENV_BIN = Path(sys.executable).parent
+from helpers import REPO, SNAKEFILE, tool_env
+
 TIMEOUT = 900  # seconds; generous for a loaded 2-core machine
 
 
 def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out.pop("NEUROFLOW_DB", None)
-    out["PATH"] = f"{VENV_BIN}{os.pathsep}{out.get('PATH', '')}"
-    return out
+    return tool_env()
 
 
 def labels(count: int) -> list[str]:

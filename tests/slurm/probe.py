@@ -1,6 +1,6 @@
 """Run the probe workflow (tests/slurm/probe/Snakefile) on the local SLURM cluster.
 
-Shared by the slurm test suite (tests/test_slurm_*.py) and by the fixture writer:
+Shared by the slurm test suite (tests/slurm/test_slurm_*.py) and by the fixture writer:
 
     .venv/bin/python tests/slurm/probe.py --fixtures [SCENARIO ...]
 

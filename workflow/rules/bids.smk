@@ -22,23 +22,13 @@ rule heudiconv_convert:
         LAYOUT.log("heudiconv_convert", "{subject}", "{session}"),
     benchmark:
         LAYOUT.benchmark("heudiconv_convert", "{subject}", "{session}")
-    # max_attempts - 1 of the stage; 0 inside a SLURM job (slurm plugin #284, see retries())
     retries: retries("heudiconv_convert")
     conda:
         "../envs/tools.yaml"
     threads: resource("heudiconv_convert", "threads")
     resources:
-        mem_mb=resource("heudiconv_convert", "mem_mb"),
-        runtime=resource("heudiconv_convert", "runtime"),
-        disk_mb=resource("heudiconv_convert", "disk_mb"),
-        attempt=attempt_number,
+        **step_resources("heudiconv_convert"),
     params:
-        step=step_runner("heudiconv_convert"),
-        files=step_files("heudiconv_convert"),
-        tool=heudiconv_tool,
+        **step_params("heudiconv_convert", heudiconv_tool),
     shell:
-        "{params.step}"
-        " --attempt {resources.attempt} {params.files}"
-        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-        " --disk-mb {resources.disk_mb} --threads {threads}"
-        " -- {params.tool}"
+        STEP_SHELL

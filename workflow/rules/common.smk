@@ -1,42 +1,24 @@
-# Shared Python for the rules: config and sheet loaded ONCE, resources per attempt, the
-# step-runner prefix and the tool command lines. Everything else is in the package.
+# Shared Python for the rules: config and sheet loaded ONCE, the step-runner command every
+# rule runs, resources per attempt, inputs and the tool command lines. Everything else is
+# in the package (neuroflow_recover.workflow, .step).
 #
-# Scale (benchmarks/dag_scale.py): every callable below is evaluated once per job, so they
-# are plain dictionary lookups plus string building, with their arguments declared up front
-# (`job_args`) so Snakemake does not inspect their signatures for every job. Attempt 1's
-# resources are a dictionary lookup, and the step runner's wildcards and files are one param
-# each (Snakemake formats every job's shell command three times, even in a quiet dry run:
-# fewer fields, less time).
+# Every callable below is evaluated once per job of a large DAG: plain dictionary lookups
+# and string building, declared to Snakemake once (dag_speed; measured there).
 import functools
-import gc
-import inspect
 import json
 import shlex
 from pathlib import Path
 
-from snakemake.resources import Resource
-
-try:  # internals of the pinned Snakemake; only a speed-up (see job_args)
-    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
-except ImportError:  # pragma: no cover - a newer Snakemake: same results, slower DAG
-    FUNC_OVERWRITE_PARAMS_ATTR = None
-
-    def overwrite_function_params(func, params):
-        pass
-
-
-from neuroflow_recover import containers
-from neuroflow_recover.config import stage_max_attempts, validate_config
+from neuroflow_recover.step.resources import stage_resources
+from neuroflow_recover.workflow import containers, dag_speed
+from neuroflow_recover.workflow.config import stage_max_attempts, validate_config
 from neuroflow_recover.errors import SheetError
-from neuroflow_recover.layout import RULE_STAGE, Layout, final_targets
-from neuroflow_recover.resources import stage_resources
-from neuroflow_recover.sheet import load_sessions, sessions_by_subject
+from neuroflow_recover.workflow.layout import RULE_STAGE, Layout, final_targets
+from neuroflow_recover.workflow.sheet import load_sessions, sessions_by_subject
 
-# Python's cyclic garbage collector costs time proportional to the objects alive, and the
-# DAG of 10,000 sessions is millions of them: it is off while Snakemake builds the DAG
-# (a 10,000-session dry run: ~100 s -> ~55 s) and back on, with the DAG frozen out of its
-# way, once the run starts (onstart in the Snakefile; dry runs just end).
-gc.disable()
+dag_speed.pause_garbage_collector()  # resumed in onstart (Snakefile)
+dag_speed.declare_resource_evaluate()
+declare_params = dag_speed.declare_params
 
 # one schema for Snakemake and neuroflow-recover: workflow/schemas/
 SCHEMA_DIR = Path(workflow.basedir) / "schemas"
@@ -60,30 +42,20 @@ STEP_RUNNER = shlex.join(
     + ["exec"]
 )
 
-
-def start_collecting_garbage():
-    """Re-enable the garbage collector; the DAG built so far stays out of its scans."""
-    gc.freeze()
-    gc.enable()
-
-
-def job_args(func):
-    """Hand Snakemake the callable's parameters once (it inspects them for every job)."""
-    overwrite_function_params(func, inspect.signature(func).parameters)
-    return func
-
-
-# Snakemake 9 evaluates every callable resource through its own Resource.evaluate(*args,
-# **kwargs) and looks up that method's signature twice per resource of every job (six
-# resources per job: ~10 % of a 10,000-session dry run). Handing it over once changes
-# nothing else: the same parameters, minus `self` as for the bound method.
-if FUNC_OVERWRITE_PARAMS_ATTR and not hasattr(
-    Resource.evaluate, FUNC_OVERWRITE_PARAMS_ATTR
-):
-    _self, *_evaluate_params = inspect.signature(Resource.evaluate).parameters.values()
-    overwrite_function_params(
-        Resource.evaluate, inspect.Signature(_evaluate_params).parameters
-    )
+# --- the step every stage rule runs -----------------------------------------------------
+# Whatever depends on the attempt (--attempt, resources, threads) is in the shell command:
+# Snakemake re-evaluates resources for a retry but keeps the params. The runner's
+# --rule/--wildcards and --log/--expect are one param each (Snakemake formats every job's
+# command three times, even in a quiet dry run: fewer fields, less time).
+STEP_SHELL = (
+    "{params.step}"
+    " --attempt {resources.attempt} {params.files}"
+    " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
+    " --disk-mb {resources.disk_mb} --threads {threads}"
+    " -- {params.tool}"
+)
+# BIDS Apps need their scratch directory to exist
+STEP_SHELL_WITH_WORK = " ".join(("mkdir -p {params.work:q} &&", STEP_SHELL))
 
 
 def retries(rule):
@@ -114,7 +86,7 @@ def resource(rule, name):
     """A callable giving `name` of stage_resources() for the job's attempt."""
     base = BASE_RESOURCES[rule][name]
 
-    @job_args
+    @declare_params
     def get(wildcards, attempt):
         if attempt == 1:
             return base
@@ -123,10 +95,33 @@ def resource(rule, name):
     return get
 
 
-@job_args
+@declare_params
 def attempt_number(wildcards, attempt):
     """Makes the attempt visible in the main log's job block and to the step runner."""
     return attempt
+
+
+def step_resources(rule):
+    """The `resources:` of a stage rule: memory, runtime and disk per attempt, the attempt."""
+    return {
+        "mem_mb": resource(rule, "mem_mb"),
+        "runtime": resource(rule, "runtime"),
+        "disk_mb": resource(rule, "disk_mb"),
+        "attempt": attempt_number,
+    }
+
+
+def step_params(rule, tool, extra_expect=None, work=None):
+    """The `params:` of a stage rule: the runner's prefix and files, the tool command line
+    (a callable of the job), and the scratch directory for STEP_SHELL_WITH_WORK."""
+    params = {
+        "step": step_runner(rule),
+        "files": step_files(rule, extra_expect),
+        "tool": tool,
+    }
+    if work is not None:
+        params = {"work": work, **params}
+    return params
 
 
 def session_of(wildcards):
@@ -142,13 +137,13 @@ def session_of(wildcards):
 # --- inputs --------------------------------------------------------------------------
 
 
-@job_args
+@declare_params
 def dicom_dir(wildcards):
     """The session's DICOM directory: must exist, its timestamp never re-runs a job."""
     return ancient(session_of(wildcards).dicom_dir)
 
 
-@job_args
+@declare_params
 def subject_bids_files(wildcards):
     """Every BIDS file of every session of the subject in the sheet (QSIPrep's input):
     a session added to the sheet re-runs that subject's QSIPrep and what follows it."""
@@ -199,7 +194,7 @@ def step_runner(rule):
     """
     prefix = f"{STEP_RUNNER} --rule {rule} --wildcards subject="
 
-    @job_args
+    @declare_params
     def runner(wildcards, output):
         session = getattr(wildcards, "session", None)
         if session is None:
@@ -212,13 +207,9 @@ def step_runner(rule):
 def step_files(rule, extra_expect=None):
     """`--log LOG --expect OUT ...` of the step runner (one param): LOG is the rule's
     `log:` (LAYOUT.log of the same wildcards), the declared outputs and
-    `extra_expect(wildcards)` are expected.
+    `extra_expect(wildcards)` are expected."""
 
-    Whatever depends on the attempt (`--attempt`, resources, threads) stays in the shell
-    command: Snakemake re-evaluates resources for a retry but keeps the params.
-    """
-
-    @job_args
+    @declare_params
     def files(wildcards, output):
         log = LAYOUT.log(rule, wildcards.subject, getattr(wildcards, "session", None))
         expect = list(output)
@@ -229,24 +220,24 @@ def step_files(rule, extra_expect=None):
     return files
 
 
-@job_args
+@declare_params
 def qsiprep_work(wildcards, output):
     return LAYOUT.work("qsiprep", wildcards.subject)
 
 
-@job_args
+@declare_params
 def qsirecon_work(wildcards, output):
     return LAYOUT.work("qsirecon", wildcards.subject, wildcards.session)
 
 
-@job_args
+@declare_params
 def heudiconv_tool(wildcards, output):
     return shlex.join(containers.heudiconv_command(config, session_of(wildcards)))
 
 
 # The tools' own thread and memory options are placeholders that the step runner fills in
-# with the attempt's resources (stepexec.RESOURCE_TOKENS): params are not re-evaluated for
-# a retry, the runner's --mem-mb / --threads in the shell command are.
+# with the attempt's resources (step.runner.RESOURCE_TOKENS): params are not re-evaluated
+# for a retry, the runner's --mem-mb / --threads in the shell command are.
 # The tool functions take `output` so that Snakemake counts them as derived params, outside
 # its params-changed trigger: their absolute host paths (bind mounts) would otherwise make
 # a study directory that was moved or copied re-run every job.
@@ -254,7 +245,7 @@ ATTEMPT_THREADS = "@NEUROFLOW_THREADS@"
 ATTEMPT_MEM_MB = "@NEUROFLOW_MEM_MB@"
 
 
-@job_args
+@declare_params
 def qsiprep_tool(wildcards, output):
     sessions = SUBJECT_SESSIONS[wildcards.subject]
     command = containers.qsiprep_command(
@@ -263,7 +254,7 @@ def qsiprep_tool(wildcards, output):
     return shlex.join(command)
 
 
-@job_args
+@declare_params
 def qsirecon_tool(wildcards, output):
     command = containers.qsirecon_command(
         config, wildcards.subject, wildcards.session, ATTEMPT_THREADS, ATTEMPT_MEM_MB
@@ -271,7 +262,7 @@ def qsirecon_tool(wildcards, output):
     return shlex.join(command)
 
 
-@job_args
+@declare_params
 def qsiparc_tool(wildcards, output):
     command = containers.qsiparc_command(
         config, wildcards.subject, wildcards.session, ATTEMPT_THREADS

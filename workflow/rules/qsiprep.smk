@@ -15,24 +15,13 @@ rule qsiprep_preprocess:
         LAYOUT.log("qsiprep_preprocess", "{subject}"),
     benchmark:
         LAYOUT.benchmark("qsiprep_preprocess", "{subject}")
-    # max_attempts - 1 of the stage; 0 inside a SLURM job (slurm plugin #284, see retries())
     retries: retries("qsiprep_preprocess")
     conda:
         "../envs/tools.yaml"
     threads: resource("qsiprep_preprocess", "threads")
     resources:
-        mem_mb=resource("qsiprep_preprocess", "mem_mb"),
-        runtime=resource("qsiprep_preprocess", "runtime"),
-        disk_mb=resource("qsiprep_preprocess", "disk_mb"),
-        attempt=attempt_number,
+        **step_resources("qsiprep_preprocess"),
     params:
-        work=qsiprep_work,
-        step=step_runner("qsiprep_preprocess"),
-        files=step_files("qsiprep_preprocess", qsiprep_expect),
-        tool=qsiprep_tool,
+        **step_params("qsiprep_preprocess", qsiprep_tool, qsiprep_expect, qsiprep_work),
     shell:
-        "mkdir -p {params.work:q} && {params.step}"
-        " --attempt {resources.attempt} {params.files}"
-        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-        " --disk-mb {resources.disk_mb} --threads {threads}"
-        " -- {params.tool}"
+        STEP_SHELL_WITH_WORK

@@ -16,24 +16,15 @@ rule qsirecon_reconstruct:
         LAYOUT.log("qsirecon_reconstruct", "{subject}", "{session}"),
     benchmark:
         LAYOUT.benchmark("qsirecon_reconstruct", "{subject}", "{session}")
-    # max_attempts - 1 of the stage; 0 inside a SLURM job (slurm plugin #284, see retries())
     retries: retries("qsirecon_reconstruct")
     conda:
         "../envs/tools.yaml"
     threads: resource("qsirecon_reconstruct", "threads")
     resources:
-        mem_mb=resource("qsirecon_reconstruct", "mem_mb"),
-        runtime=resource("qsirecon_reconstruct", "runtime"),
-        disk_mb=resource("qsirecon_reconstruct", "disk_mb"),
-        attempt=attempt_number,
+        **step_resources("qsirecon_reconstruct"),
     params:
-        work=qsirecon_work,
-        step=step_runner("qsirecon_reconstruct"),
-        files=step_files("qsirecon_reconstruct", qsirecon_expect),
-        tool=qsirecon_tool,
+        **step_params(
+            "qsirecon_reconstruct", qsirecon_tool, qsirecon_expect, qsirecon_work
+        ),
     shell:
-        "mkdir -p {params.work:q} && {params.step}"
-        " --attempt {resources.attempt} {params.files}"
-        " --mem-mb {resources.mem_mb} --runtime {resources.runtime}"
-        " --disk-mb {resources.disk_mb} --threads {threads}"
-        " -- {params.tool}"
+        STEP_SHELL_WITH_WORK

@@ -1,0 +1,1 @@
+"""Failure classification: error classes, patterns, the classifier and retry policies."""

@@ -1,0 +1,258 @@
+"""The error classifier: failure text (+ exit code, SLURM state) -> class, resource, evidence.
+
+Precedence, patterns and the scanned window: docs/architecture.md, "Classification".
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import IO
+
+from ..errors import ConfigError, LogReadError
+from ..files import decode
+from .classes import DEFAULT_CLASS, ERROR_CLASSES, NON_RETRYABLE, RESOURCES
+from .patterns import FROM_MATCH, Pattern, PatternPack, parse_pattern, parse_patterns, shipped_pack
+
+EVIDENCE_MAX = 500  # characters of the evidence line kept
+HEAD_BYTES = 64 * 1024  # scanned from the start of a big text
+TAIL_BYTES = 4 * 1024 * 1024  # scanned from the end of a big text
+
+
+@dataclass(frozen=True)
+class Classification:
+    error_class: str  # one of ERROR_CLASSES
+    retryable: bool
+    resource: str | None = None  # memory | runtime | disk, for ResourceError
+    pattern_id: str | None = None  # pattern id, "exit:<code>", "slurm:<STATE>", None = default
+    evidence: str | None = None  # the line that matched
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_classification(
+    error_class: str,
+    resource: str | None = None,
+    pattern_id: str | None = None,
+    evidence: str | None = None,
+) -> Classification:
+    """A Classification with `retryable` derived from the class (not in NON_RETRYABLE)."""
+    return Classification(
+        error_class=error_class,
+        retryable=error_class not in NON_RETRYABLE,
+        resource=resource if error_class == "ResourceError" else None,
+        pattern_id=pattern_id,
+        evidence=evidence,
+    )
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+def normalize_slurm_state(state: str | None) -> str | None:
+    """'CANCELLED by 0' -> 'CANCELLED', 'out_of_me+' -> 'OUT_OF_MEMORY' (sacct truncation)."""
+    if not state or not state.strip():
+        return None
+    token = state.strip().split()[0].upper().rstrip("+")
+    if token.startswith("OUT_OF_ME"):
+        return "OUT_OF_MEMORY"
+    return token
+
+
+def scan_window(text: str, head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> str:
+    """The part of `text` that is scanned: all of it, or its head and its tail."""
+    if len(text) <= head + tail:
+        return text
+    head_part = text[:head]
+    head_part = head_part[: head_part.rfind("\n") + 1] or head_part  # whole lines only
+    tail_part = text[-tail:]
+    cut = tail_part.find("\n")
+    tail_part = tail_part[cut + 1 :] if cut >= 0 else tail_part
+    return head_part + "\n" + tail_part
+
+
+def read_window(stream: IO[bytes], head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> str:
+    """Read the scanned window of a binary stream (seeks on regular files, reads pipes whole)."""
+    try:
+        size = stream.seek(0, 2)
+        stream.seek(0)
+    except (OSError, ValueError, AttributeError):
+        return scan_window(decode(stream.read()), head, tail)
+    if size <= head + tail:
+        return decode(stream.read())
+    first = stream.read(head)
+    stream.seek(size - tail)
+    last = stream.read(tail)
+    return scan_window(decode(first) + "\n" + decode(last), head, tail)
+
+
+@dataclass(frozen=True)
+class Match:
+    pattern: Pattern
+    line_start: int  # offset of the line in the scanned text (later = larger)
+    line: str
+    error_class: str
+    resource: str | None
+
+
+def _line_bounds(text: str, pos: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return start, (len(text) if end < 0 else end)
+
+
+def _resolve(pattern: Pattern, m: re.Match) -> tuple[str, str | None] | None:
+    if pattern.error_class != FROM_MATCH:
+        return pattern.error_class, pattern.resource
+    groups = m.groupdict()
+    cls = groups.get("class")
+    if cls not in ERROR_CLASSES:
+        return None
+    res = groups.get("resource")
+    return cls, (res if cls == "ResourceError" and res in RESOURCES else None)
+
+
+def _last_match(pattern: Pattern, text: str) -> Match | None:
+    """The last line of `text` on which `pattern` matches (one search per matching line)."""
+    if not pattern.may_match(text):
+        return None
+    rx = pattern.compiled
+    found: Match | None = None
+    pos = 0
+    n = len(text)
+    while pos <= n:
+        m = rx.search(text, pos)
+        if m is None:
+            break
+        start, end = _line_bounds(text, m.start())
+        if m.end() > end:  # the regex ran over a line end: re-check the line alone
+            m = rx.search(text[start:end])
+        if m is not None:
+            resolved = _resolve(pattern, m)
+            if resolved is not None:
+                found = Match(pattern, start, text[start:end], *resolved)
+        pos = end + 1
+    return found
+
+
+def _best(matches: list[Match]) -> Match | None:
+    """Highest priority, then the latest line; on a tie the earlier-listed pattern."""
+    best: Match | None = None
+    for m in matches:  # in pattern order (user patterns first)
+        if best is None or (m.pattern.priority, m.line_start) > (best.pattern.priority, best.line_start):
+            best = m
+    return best
+
+
+def _evidence(line: str) -> str:
+    line = line.strip()
+    return line if len(line) <= EVIDENCE_MAX else line[: EVIDENCE_MAX - 3] + "..."
+
+
+class Classifier:
+    """Classify failure text with the shipped pattern pack plus optional user patterns."""
+
+    def __init__(self, extra_patterns: Iterable[Pattern | Mapping] | None = None, pack: PatternPack | None = None):
+        self.pack = pack or shipped_pack()
+        user: list[Pattern] = []
+        for i, p in enumerate(extra_patterns or ()):
+            user.append(p if isinstance(p, Pattern) else parse_pattern(p, f"extra_patterns[{i}]", user=True))
+        ids = [p.id for p in user]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ConfigError(f"duplicate user pattern id(s): {', '.join(dupes)}")
+        # user patterns first: on the same line and priority the first listed wins
+        self.patterns: tuple[Pattern, ...] = (*user, *self.pack.patterns)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> Classifier:
+        """A classifier with the config's `error_handling.patterns` checked first."""
+        section = (cfg or {}).get("error_handling") or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError("error_handling: must be a mapping")
+        patterns = parse_patterns(section.get("patterns"), "error_handling.patterns", user=True)
+        return cls(patterns)
+
+    def matches(self, text: str) -> list[Match]:
+        """Every pattern's last matching line in the scanned window of `text`."""
+        window = scan_window(text)
+        found = []
+        for pattern in self.patterns:
+            m = _last_match(pattern, window)
+            if m is not None:
+                found.append(m)
+        return found
+
+    def best_match(self, text: str) -> Match | None:
+        """The winning pattern match of `text` (highest priority, then the last line)."""
+        return _best(self.matches(text))
+
+    def classify(
+        self,
+        text: str | bytes | None,
+        exit_code: int | None = None,
+        slurm_state: str | None = None,
+    ) -> Classification:
+        """Classify failure text (see the module docstring for the precedence)."""
+        text = decode(text or "")
+        found = self.matches(text)
+        best = _best(found)
+
+        state = normalize_slurm_state(slurm_state)
+        rule = self.pack.slurm_states.get(state) if state else None
+        if rule is not None:
+            support = _best([m for m in found if (m.error_class, m.resource) == (rule.error_class, rule.resource)])
+            evidence = _evidence(support.line) if support else f"SLURM state: {state}"
+            return make_classification(rule.error_class, rule.resource, f"slurm:{state}", evidence)
+
+        if best is not None:
+            return make_classification(best.error_class, best.resource, best.pattern.id, _evidence(best.line))
+
+        if exit_code is not None:
+            code_rule = self.pack.exit_codes.get(int(exit_code))
+            if code_rule is not None:
+                return make_classification(
+                    code_rule.error_class, code_rule.resource, f"exit:{int(exit_code)}", f"exit code {int(exit_code)}"
+                )
+        return make_classification(DEFAULT_CLASS)
+
+    def classify_stream(
+        self, stream: IO[bytes], exit_code: int | None = None, slurm_state: str | None = None
+    ) -> Classification:
+        """Classify a binary stream (a file or stdin), reading only the scanned window."""
+        return self.classify(read_window(stream), exit_code=exit_code, slurm_state=slurm_state)
+
+
+@functools.lru_cache(maxsize=1)
+def default_classifier() -> Classifier:
+    """The classifier with the shipped pack only (compiled once per process)."""
+    return Classifier()
+
+
+def classify(
+    text: str | bytes | None, exit_code: int | None = None, slurm_state: str | None = None
+) -> Classification:
+    """Classify with the shipped pattern pack (see Classifier.classify)."""
+    return default_classifier().classify(text, exit_code=exit_code, slurm_state=slurm_state)
+
+
+def classify_input(
+    source: str | os.PathLike | IO[bytes],
+    exit_code: int | None = None,
+    slurm_state: str | None = None,
+    cfg: Mapping | None = None,
+) -> Classification:
+    """Classify a log file (path) or a binary stream (stdin) as the step runner would, with
+    the user patterns of `cfg` when given. An unreadable file raises LogReadError."""
+    classifier = Classifier.from_config(cfg) if cfg else default_classifier()
+    if hasattr(source, "read"):
+        return classifier.classify_stream(source, exit_code=exit_code, slurm_state=slurm_state)
+    try:
+        with open(source, "rb") as stream:
+            return classifier.classify_stream(stream, exit_code=exit_code, slurm_state=slurm_state)
+    except OSError as exc:
+        raise LogReadError(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None

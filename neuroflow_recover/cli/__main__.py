@@ -1,0 +1,5 @@
+"""`python -m neuroflow_recover.cli`: the same as the `neuroflow-recover` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,145 @@
+"""The `neuroflow-recover` command group, its shared context and the exit-code table."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import click
+
+from .. import logsetup
+from ..errors import EXIT_CODE_HELP, NeuroflowError
+
+def _exit_codes_epilog(width: int = 76) -> str:
+    """The exit-code table, wrapped by hand (click must not re-flow it: `\\b`)."""
+    lines = ["\b", "Exit status (the same outcome, the same status, for every command):"]
+    for code, text in EXIT_CODE_HELP.items():
+        lines += textwrap.wrap(
+            text, width, initial_indent=f"  {int(code)}  ", subsequent_indent=" " * 5
+        )
+    return "\n".join(lines)
+
+
+EXIT_CODES_EPILOG = _exit_codes_epilog()
+
+
+class Context:
+    """What every command needs: the workflow directory, the database, the config files."""
+
+    def __init__(
+        self, directory: Path, db: str | None, verbose: int, configfiles: tuple[str, ...]
+    ):
+        self.directory = directory
+        self.db = db
+        self.verbose = verbose
+        # config files as Snakemake gets them (relative to the workflow directory);
+        # empty = config/config.yaml
+        self.configfiles = configfiles
+
+    def open_db(self, *, create: bool = True):
+        """The dead-letter database; read-only commands pass create=False (never create it)."""
+        from ..queue.database import open_database
+
+        return open_database(self.db, self.directory, create=create)
+
+    def config(self) -> dict:
+        """The merged, validated workflow configuration."""
+        from ..workflow.config import load_config
+
+        return load_config(self.directory, self.configfiles)
+
+    def config_if_any(self) -> dict | None:
+        """The configuration when there is one (--configfile or config/config.yaml), else None."""
+        from ..workflow.config import DEFAULT_CONFIGFILE
+
+        if self.configfiles or (self.directory / DEFAULT_CONFIGFILE).is_file():
+            return self.config()
+        return None
+
+
+def library_errors(func):
+    """Library errors become clean CLI errors: the message on stderr, the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except NeuroflowError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = int(exc.exit_code)
+            raise error from exc
+
+    return wrapper
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def exit_with(status: int) -> None:
+    """End the command with `status` (an ExitCode) unless it is 0."""
+    if status:
+        raise click.exceptions.Exit(int(status))
+
+
+def current_user() -> str:
+    import getpass
+
+    return os.environ.get("USER") or getpass.getuser()
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_EPILOG,
+)
+@click.option(
+    "-d",
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="The workflow directory Snakemake runs in.",
+)
+@click.option(
+    "--db",
+    envvar="NEUROFLOW_DB",
+    default=None,
+    help="Dead-letter database: a SQLAlchemy URL or a file path "
+    "[default: DIRECTORY/.neuroflow/neuroflow.db; env NEUROFLOW_DB].",
+)
+@click.option(
+    "--configfile",
+    "configfiles",
+    multiple=True,
+    help="Workflow config file(s), as given to Snakemake [default: config/config.yaml].",
+)
+@click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-vv for debug).")
+@click.version_option(package_name="neuroflow")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    directory: Path,
+    db: str | None,
+    configfiles: tuple[str, ...],
+    verbose: int,
+) -> None:
+    """Classify failed Snakemake jobs, keep a dead-letter queue and re-run exactly what failed.
+
+    Data goes to stdout, diagnostics to stderr. Read commands take --json.
+
+    \b
+    Examples:
+        neuroflow-recover --configfile study.yaml run -- --cores 16
+        neuroflow-recover list
+        neuroflow-recover show 3
+        neuroflow-recover retry 3
+    """
+    logsetup.configure(verbose)
+    ctx.obj = Context(directory, db, verbose, configfiles)
+
+
+def main() -> None:
+    cli(prog_name="neuroflow-recover")

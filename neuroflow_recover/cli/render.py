@@ -1,0 +1,244 @@
+"""The text renderings of the commands' results (`list`, `show`, `stats`, `run`, `retry`)."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+
+from ..queue.entries import entry_details, entry_summary
+from ..queue.models import DeadLetterEntry
+from ..queue.stats import STAT_GROUPS, stats_frame
+from ..recover.invocation import show_command
+
+FORMATS = ("table", "csv", "json")
+
+
+def render_stats(stats: dict, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(stats, indent=2, sort_keys=True)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        stats_frame(stats).to_csv(buffer, index=False, lineterminator="\n")
+        return buffer.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}")
+    lines = [
+        "Dead-letter queue",
+        f"  total entries: {stats['total']}",
+        f"  unresolved:    {stats['unresolved']}",
+        f"  resolved:      {stats['resolved']}",
+    ]
+    titles = {"pipeline": "By pipeline", "error_type": "By error class", "subject": "By subject"}
+    for name, _ in STAT_GROUPS:
+        groups = stats[f"by_{name}"]
+        if not groups:
+            continue
+        lines.append("")
+        lines.append(f"{titles[name]} (unresolved / total):")
+        width = max(len(str(key)) for key in groups)
+        for key, counts in groups.items():
+            lines.append(f"  {str(key):<{width}}  {counts['unresolved']} / {counts['total']}")
+    return "\n".join(lines)
+
+
+LIST_COLUMNS = (
+    ("ID", "id"),
+    ("PIPELINE", "pipeline"),
+    ("SUBJECT", "subject"),
+    ("SESSION", "session"),
+    ("RULE", "rule"),
+    ("ERROR CLASS", "error_type"),
+    ("RESOURCE", "resource"),
+    ("ATTEMPTS", "attempts"),
+    ("FAILED AT (UTC)", "failed_at"),
+)
+
+
+def render_table(entries: list[DeadLetterEntry], *, show_resolved: bool = False) -> str:
+    columns = list(LIST_COLUMNS)
+    if show_resolved:
+        columns.append(("RESOLVED", "resolved"))
+    rows = []
+    for entry in entries:
+        data = entry_summary(entry)
+        data["failed_at"] = _short_time(entry.failed_at)
+        data["resolved"] = "yes" if entry.resolved else "no"
+        rows.append([_cell(data[key]) for _, key in columns])
+    headers = [title for title, _ in columns]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def render_entry(entry: DeadLetterEntry) -> str:
+    """Everything about one entry, for `show`."""
+    data = entry_details(entry)
+    status = (
+        f"resolved by {data['resolved_by']} at {data['resolved_at']}"
+        + (f" ({data['resolution_notes']})" if data["resolution_notes"] else "")
+        if entry.resolved
+        else "unresolved"
+    )
+    lines = [
+        f"Dead-letter entry {entry.id}  [{status}]",
+        f"  pipeline:     {data['pipeline']}",
+        f"  rule:         {data['rule']}",
+        f"  subject:      {_cell(data['subject'])}",
+        f"  session:      {_cell(data['session'])}",
+        f"  wildcards:    {_wildcards(data['wildcards'])}",
+        f"  error class:  {data['error_type']}"
+        + (
+            ""
+            if data["retryable"]
+            else "  (not retryable: `retry` needs a changed input or configuration, or --force)"
+        ),
+        f"  resource:     {_cell(data['resource'])}",
+        f"  pattern:      {_cell(data['pattern_id'])}",
+        f"  exit code:    {_cell(data['exit_code'])}",
+        f"  SLURM state:  {_cell(data['slurm_state'])}",
+        f"  SLURM jobs:   {', '.join(data['slurm_job_ids']) or '-'}",
+        f"  attempts:     {data['attempts']}",
+        f"  queued at:    {data['created_at']}",
+        f"  last failed:  {data['failed_at']}  (run {_cell(data['run_id'])},"
+        f" jobid {_cell(data['pipeline_run_id'])})",
+        f"  evidence:     {_cell(data['evidence'])}",
+        "  message:",
+        *[f"    {line}" for line in (data["error_message"] or "-").splitlines()],
+        "  targets:",
+        *[f"    {target}" for target in data["targets"] or ["-"]],
+        "  log files:",
+        *[f"    {path}" for path in data["log_paths"] or ["-"]],
+        f"  invocation:   {json.dumps(data['invocation'], sort_keys=True)}",
+        "  attempt history:",
+        *_history_lines(data["history"]),
+    ]
+    return "\n".join(lines)
+
+
+def _history_lines(history: list[dict]) -> list[str]:
+    if not history:
+        return ["    -"]
+    lines = []
+    for item in history:
+        resources = ", ".join(f"{k}={v}" for k, v in sorted(item["resources"].items()))
+        lines.append(
+            f"    #{item['attempt']}  {_cell(item['started_at'])}  run {_cell(item['run_id'])}"
+            f"  exit {_cell(item['exit_code'])}  {_cell(item['error_type'])}"
+            + (f" ({item['resource']})" if item["resource"] else "")
+            + f"  [{item['source']}]"
+        )
+        lines.append(f"        evidence:  {_cell(item['evidence'])}")
+        lines.append(f"        resources: {resources or '-'}")
+        if item["slurm_job_id"] or item["slurm_state"]:
+            lines.append(
+                f"        SLURM:     job {_cell(item['slurm_job_id'])}"
+                f" state {_cell(item['slurm_state'])}"
+            )
+        if item["host"]:
+            lines.append(f"        host:      {item['host']}")
+    return lines
+
+
+def _cell(value) -> str:
+    if value is None or value == "":
+        return "-"
+    return str(value)
+
+
+def _wildcards(wildcards: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted((wildcards or {}).items())) or "-"
+
+
+def _short_time(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+def render_run_summary(summary) -> str:
+    """`run`'s summary (a runner.RunSummary)."""
+    lines = []
+    for item in summary.rounds:
+        lines.append(
+            f"round {item.number}: snakemake exit code {item.returncode}, "
+            f"log {item.log_path or '-'}"
+        )
+        if item.failed:
+            lines.append(f"  failed jobs: {', '.join(item.failed)}")
+        if item.retried:
+            lines.append(f"  retried after backoff (transient): {', '.join(item.retried)}")
+        if item.entry_ids:
+            lines.append(f"  dead-lettered: {', '.join(map(str, item.entry_ids))}")
+        if getattr(item, "resolved", None):
+            lines.append(f"  resolved (the job succeeded): {', '.join(map(str, item.resolved))}")
+        for error in getattr(item, "errors", [])[:5]:
+            first = (error.strip().splitlines() or [""])[0]
+            lines.append(f"  snakemake error: {first[:200]}")
+    ids = summary.entry_ids
+    if summary.returncode != 0 and not ids:
+        lines.append("Snakemake failed outside any job it reported (see its output above)")
+    lines.append(f"snakemake exit code: {summary.returncode}")
+    lines.append(
+        f"dead-lettered entries: {', '.join(map(str, ids))} "
+        "(see `neuroflow-recover list` / `show ID`)"
+        if ids
+        else "dead-lettered entries: none"
+    )
+    return "\n".join(lines)
+
+
+def render_ingest_report(report) -> str:
+    """`ingest`'s report (an ingest.IngestReport)."""
+    if not report.logs:
+        return "no new Snakemake logs to ingest"
+    lines = []
+    for item in report.logs:
+        text = f"{item.path}: {item.status}"
+        if item.status == "ingested":
+            text += f", {len(item.failures)} failed job(s)"
+            if item.entry_ids:
+                text += f" -> entries {', '.join(map(str, item.entry_ids))}"
+            if getattr(item, "resolved_ids", None):
+                resolved = ", ".join(map(str, item.resolved_ids))
+                text += f"; resolved (the job succeeded): {resolved}"
+        elif item.message:
+            text += f" ({item.message})"
+        lines.append(text)
+    ids = report.entry_ids
+    lines.append(f"dead-lettered entries: {', '.join(map(str, ids)) if ids else 'none'}")
+    return "\n".join(lines)
+
+
+def render_retry(outcomes) -> str:
+    """`retry` / `retry-all` outcomes (retry.RetryOutcome)."""
+    lines = []
+    for outcome in outcomes:
+        if outcome.command:
+            label = "would run" if outcome.dry_run else "ran"
+            ids = ", ".join(map(str, outcome.entry_ids))
+            noun = "entry" if len(outcome.entry_ids) == 1 else "entries"
+            lines.append(f"{noun} {ids}: {label}: {show_command(outcome.command)}")
+            targets = list(getattr(outcome, "targets", None) or [])
+            if targets:
+                lines.append("  targets:")
+                lines += [f"    {target}" for target in targets]
+        for entry_id, why in outcome.skipped.items():
+            lines.append(f"  entry {entry_id}: skipped, {why}")
+        if outcome.dry_run:
+            continue
+        if outcome.returncode is not None:
+            lines.append(
+                f"  snakemake exit code {outcome.returncode}, log {outcome.log_path or '-'}"
+            )
+        for entry_id in outcome.resolved:
+            lines.append(f"  entry {entry_id}: resolved (the job succeeded)")
+        for entry_id in outcome.still_open:
+            lines.append(f"  entry {entry_id}: still open (the job failed again or did not run)")
+        if outcome.new_entries:
+            lines.append(
+                f"  new entries for other jobs: {', '.join(map(str, outcome.new_entries))}"
+            )
+    return "\n".join(lines)

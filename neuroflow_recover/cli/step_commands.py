@@ -1,0 +1,130 @@
+"""Commands around one step: `exec` (the step runner every rule runs) and `classify`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .app import Context, cli, echo_json, exit_with, library_errors
+
+
+@cli.command("classify", short_help="Print the error class of a failure log.")
+@click.option("--exit-code", type=int, default=None, help="The tool's exit code, if known.")
+@click.option(
+    "--slurm-state",
+    default=None,
+    metavar="STATE",
+    help="The SLURM job state (OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, FAILED, ...), if known.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print class, retryable, resource, pattern id and evidence as JSON.",
+)  # fmt: skip
+@click.argument("file", metavar="FILE|-")
+@click.pass_obj
+@library_errors
+def classify_cmd(
+    obj: Context, exit_code: int | None, slurm_state: str | None, as_json: bool, file: str
+) -> None:
+    """Classify a failure log (FILE, or - for stdin): print its error class.
+
+    Uses the shipped pattern pack plus the workflow config's error_handling.patterns
+    (DIRECTORY/config/config.yaml and --configfile, when present).
+
+    \b
+    Examples:
+        neuroflow-recover classify results/logs/qsiprep_preprocess/sub-01.log
+        dmesg | tail -50 | neuroflow-recover classify --exit-code 137 -
+        neuroflow-recover classify --slurm-state OUT_OF_MEMORY --json slurm-1234.out
+    """
+    from ..classify.classifier import classify_input
+
+    source = sys.stdin.buffer if file == "-" else file
+    result = classify_input(
+        source, exit_code=exit_code, slurm_state=slurm_state, cfg=obj.config_if_any()
+    )
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.error_class)
+
+
+@cli.command(
+    "exec",
+    short_help="Run one attempt of a rule's tool (every rule's command).",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--rule", required=True, help="The Snakemake rule this step belongs to.")
+@click.option(
+    "--wildcards", "wildcards", multiple=True, metavar="NAME=VALUE",
+    help="One wildcard of the job (repeat: --wildcards subject=01 --wildcards session=02).",
+)  # fmt: skip
+@click.option(
+    "--attempt", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Snakemake's attempt number of this job.",
+)  # fmt: skip
+@click.option(
+    "--log", "log_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The rule log: the tool's stdout+stderr are streamed into it.",
+)  # fmt: skip
+@click.option(
+    "--expect", multiple=True, type=click.Path(path_type=Path),
+    help="An output the tool must write (files must be non-empty); repeatable.",
+)  # fmt: skip
+@click.option("--mem-mb", type=int, required=True, help="Memory given to this attempt (MB).")
+@click.option("--runtime", type=int, required=True, help="Time limit of this attempt (minutes).")
+@click.option("--threads", type=int, required=True, help="Threads given to this attempt.")
+@click.option("--disk-mb", type=int, default=None, help="Disk given to this attempt (MB).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+@library_errors
+def exec_step(
+    obj: Context,
+    rule: str,
+    wildcards: tuple[str, ...],
+    attempt: int,
+    log_file: Path,
+    expect: tuple[Path, ...],
+    mem_mb: int,
+    runtime: int,
+    threads: int,
+    disk_mb: int | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run one attempt of a rule's tool: log it, check outputs, classify, record.
+
+    Exit status: the tool's (1 when it exited 0 but an --expect output is missing, 128+N
+    when signal N stopped it), 3 when the tool was not started: attempt N-1 failed with a
+    non-retryable class, its failure's circuit breaker is open, or (under `run`, which sets
+    NEUROFLOW_DEFER_TRANSIENT=1) it failed transiently and `run` retries it after a backoff.
+    Arguments @NEUROFLOW_THREADS@, @NEUROFLOW_MEM_MB@, @NEUROFLOW_RUNTIME@ and
+    @NEUROFLOW_DISK_MB@ in the tool's command line become this attempt's resources.
+
+    \b
+    Examples (the shell command of every rule of workflow/):
+        neuroflow-recover exec --rule qsiparc_parcellate --wildcards subject=01 \\
+          --wildcards session=02 --attempt 1 --log logs/qsiparc.log --expect out.tsv \\
+          --mem-mb 4000 --runtime 60 --threads 2 -- qsiparc run ... --n-procs @NEUROFLOW_THREADS@
+    """
+    from ..step.runner import StepRequest, parse_wildcards, run_step
+
+    resources = {"mem_mb": mem_mb, "runtime": runtime, "threads": threads}
+    if disk_mb is not None:
+        resources["disk_mb"] = disk_mb
+    result = run_step(
+        StepRequest(
+            rule=rule,
+            wildcards=parse_wildcards(wildcards),
+            attempt=attempt,
+            log=log_file,
+            command=list(command),
+            expect=list(expect),
+            resources=resources,
+            workdir=obj.directory,
+            configfiles=obj.configfiles,
+        )
+    )
+    click.echo(result.summary, err=True)
+    exit_with(result.exit_code)

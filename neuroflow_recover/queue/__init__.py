@@ -1,0 +1,1 @@
+"""The dead-letter queue: database, entries, statistics, ingesting logs, change detection."""

@@ -1,0 +1,287 @@
+"""`retry` and `retry-all`: re-run entries' targets, resolve an entry only if its job succeeded.
+
+The targets run with the invocation (config files, profile, Snakemake options) that produced
+the entry; its run is ingested; a failed retry keeps the entry open with the new attempts.
+A non-retryable entry is refused unless something it depends on changed (`changes`) or
+`force`. One Snakemake run per invocation; short transactions, never while Snakemake runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from ..errors import NeuroflowError
+from ..logs.locations import display_path, run_id_of
+from ..logsetup import get_logger
+from ..queue.changes import changes_since
+from ..queue.entries import AttemptEvent, add_event, get_entry, list_entries, mark_resolved
+from ..queue.ingest import IngestContext, ingest_log
+from ..times import as_utc
+from ..workflow.sheet import study_sessions
+from ..workflow.targets import job_outputs, targets_for
+from .invocation import Invocation, build_command, show_command
+from .lock import check_lock
+from .process import SnakemakeRun, require_log, run_snakemake
+
+log = get_logger(__name__)
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RetryOutcome:
+    entry_ids: list[int]
+    command: list[str]
+    dry_run: bool
+    returncode: int | None = None
+    log_path: str | None = None
+    resolved: list[int] = field(default_factory=list)
+    still_open: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)  # id -> why (non-retryable)
+    new_entries: list[int] = field(default_factory=list)  # other jobs that failed in the run
+    targets: list[str] = field(default_factory=list)  # what Snakemake was (or would be) asked for
+
+    def to_dict(self) -> dict:
+        return {
+            "entries": self.entry_ids,
+            "command": show_command(self.command) if self.command else None,
+            "targets": self.targets,
+            "dry_run": self.dry_run,
+            "snakemake_exit_code": self.returncode,
+            "log": self.log_path,
+            "resolved": self.resolved,
+            "still_open": self.still_open,
+            "skipped": {str(k): v for k, v in self.skipped.items()},
+            "new_entries": self.new_entries,
+        }
+
+
+@dataclass
+class _Plan:
+    entry_id: int
+    job_key: str
+    outputs: list[str]
+    targets: list[str]
+    invocation: Invocation
+
+
+def retry_entry(
+    session: Session,
+    entry_id: int,
+    workdir: Path,
+    cfg: dict,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    unlock: bool = False,
+    echo: Echo | None = None,
+    stall_seconds: float | None = None,
+) -> RetryOutcome:
+    """Re-run one entry's targets; resolve it only if its job now succeeded."""
+    with session.begin():
+        entry = get_entry(session, entry_id)
+        if entry.resolved:
+            raise NeuroflowError(
+                f"dead-letter entry {entry_id} is already resolved (by {entry.resolved_by})"
+            )
+        refusal = _refusal(entry, workdir, cfg, force)
+        if refusal is not None:
+            raise NeuroflowError(refusal)
+        plan = _plan(entry, cfg, workdir)
+    outcomes = _execute(
+        [plan],
+        session,
+        workdir,
+        cfg,
+        dry_run=dry_run,
+        unlock=unlock,
+        echo=echo,
+        stall_seconds=stall_seconds,
+    )
+    return outcomes[0]
+
+
+def retry_all(
+    session: Session,
+    pipeline: str,
+    workdir: Path,
+    cfg: dict,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    unlock: bool = False,
+    echo: Echo | None = None,
+    stall_seconds: float | None = None,
+) -> list[RetryOutcome]:
+    """Retry every unresolved entry of a pipeline: one Snakemake run per invocation."""
+    skipped: dict[int, str] = {}
+    plans: list[_Plan] = []
+    with session.begin():
+        for entry in reversed(list_entries(session, pipeline, limit=None)):
+            refusal = _refusal(entry, workdir, cfg, force)
+            if refusal is not None:
+                skipped[entry.id] = refusal.removeprefix(f"entry {entry.id} ")
+                continue
+            plans.append(_plan(entry, cfg, workdir))
+    groups: dict[str, list[_Plan]] = {}
+    for plan in plans:
+        groups.setdefault(json.dumps(plan.invocation.to_dict(), sort_keys=True), []).append(plan)
+    outcomes: list[RetryOutcome] = []
+    for group in groups.values():
+        outcomes += _execute(
+            group,
+            session,
+            workdir,
+            cfg,
+            dry_run=dry_run,
+            unlock=unlock,
+            echo=echo,
+            stall_seconds=stall_seconds,
+        )
+        unlock = False
+    if skipped:
+        outcomes.append(RetryOutcome(sorted(skipped), [], dry_run, skipped=skipped))
+    return outcomes
+
+
+def _refusal(entry, workdir: Path, cfg: dict, force: bool) -> str | None:
+    """Why a non-retryable entry may not be retried now, or None (see `changes`).
+
+    A non-retryable failure (bad input, bad configuration) would fail the same way again;
+    it is retried when one of its inputs or the configuration changed since it failed
+    (someone fixed the cause), or with --force.
+    """
+    if entry.retryable or force:
+        return None
+    found = changes_since(entry, workdir, cfg)
+    if found:
+        change = found[0]
+        log.info(
+            "non-retryable entry: a dependency changed since its last failure, retrying",
+            entry_id=entry.id,
+            changed=f"{change.kind} {change.path}",
+            changed_at=change.changed_at.isoformat(timespec="seconds"),
+        )
+        return None
+    since = _shown_time(entry.failed_at)
+    return (
+        f"entry {entry.id} failed with {entry.error_type} (not retryable) and neither its "
+        f"inputs nor the configuration changed since {since}; fix the cause and retry, "
+        "or use --force"
+    )
+
+
+def _shown_time(value) -> str:
+    moment = as_utc(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "its failure"
+
+
+def _plan(entry, cfg: dict, workdir: Path) -> _Plan:
+    targets = list(entry.targets or [])
+    if not targets:
+        targets = targets_for(entry, cfg, study_sessions(workdir, cfg))
+    return _Plan(
+        entry_id=entry.id,
+        job_key=entry.job_key,
+        outputs=job_outputs(entry),
+        targets=targets,
+        invocation=Invocation.from_dict(entry.invocation),
+    )
+
+
+def _execute(
+    plans: list[_Plan],
+    session: Session,
+    workdir: Path,
+    cfg: dict,
+    *,
+    dry_run: bool,
+    unlock: bool,
+    echo: Echo | None,
+    stall_seconds: float | None = None,
+) -> list[RetryOutcome]:
+    """One Snakemake run for plans sharing an invocation; resolve the jobs that succeeded."""
+    workdir = Path(workdir)
+    ids = [plan.entry_id for plan in plans]
+    targets: list[str] = []
+    for plan in plans:
+        targets += [t for t in plan.targets if t not in targets]
+    invocation = plans[0].invocation
+    command = build_command(invocation, targets)
+    outcome = RetryOutcome(ids, command, dry_run, targets=list(targets))
+    if dry_run:
+        return [outcome]
+    check_lock(workdir, invocation, unlock=unlock)
+    run = run_snakemake(command, workdir, echo=echo, stall_seconds=stall_seconds)
+    outcome.returncode = run.returncode
+    outcome.log_path = display_path(run.log_path, workdir) if run.log_path else None
+    context = IngestContext.build(workdir, cfg, invocation.to_dict())
+    with session.begin():
+        failed_keys: set[str] = set()
+        if run.log_path is not None:
+            # the retried entries are resolved below (by "retry"), only if outputs exist
+            keys = [plan.job_key for plan in plans]
+            result = ingest_log(session, context, run.log_path, leave_open=keys)
+            failed_keys = {failure.job_key for failure in result.failures}
+            outcome.new_entries = [i for i in result.entry_ids if i not in ids]
+        for plan in plans:
+            _conclude(session, plan, run, workdir, plan.job_key in failed_keys, outcome)
+    if run.log_path is None:
+        require_log(run)
+    return [outcome]
+
+
+def _conclude(
+    session: Session,
+    plan: _Plan,
+    run: SnakemakeRun,
+    workdir: Path,
+    failed_again: bool,
+    outcome: RetryOutcome,
+) -> None:
+    """Resolve the plan's entry when its job succeeded in `run`, else keep it open with the
+    attempt recorded (ingest recorded it when the job failed visibly)."""
+    entry = get_entry(session, plan.entry_id)
+    run_name = run_id_of(run.log_path) if run.log_path else None
+    outputs_exist = all((workdir / path).exists() for path in plan.outputs)
+    ran = run.log_path is not None or run.returncode == 0
+    if not failed_again and outputs_exist and ran:
+        mark_resolved(
+            entry,
+            "retry",
+            f"retried in Snakemake run {run_name or '(nothing to be done)'}: the job succeeded",
+        )
+        outcome.resolved.append(plan.entry_id)
+        log.info("resolved by retry", entry_id=plan.entry_id, run=run_name)
+        return
+    outcome.still_open.append(plan.entry_id)
+    if not failed_again:
+        # the job did not run or did not fail visibly: still record the attempt
+        add_event(
+            session,
+            entry,
+            AttemptEvent(
+                event_key=f"retry:{run_name or run.returncode}:{plan.entry_id}:"
+                f"{entry.attempts + 1}",
+                source="retry",
+                run_id=run_name,
+                exit_code=run.returncode,
+                error_type=entry.error_type,
+                evidence=_retry_evidence(run, outputs_exist),
+            ),
+        )
+    log.warning("retry did not succeed; entry stays open", entry_id=plan.entry_id)
+
+
+def _retry_evidence(run: SnakemakeRun, outputs_exist: bool) -> str:
+    if not outputs_exist:
+        return (
+            f"retry: Snakemake exited {run.returncode} and the job's outputs are missing "
+            "(it did not run, e.g. an upstream job failed)"
+        )
+    return f"retry: Snakemake exited {run.returncode}"

@@ -1,0 +1,257 @@
+"""`run`: invoke Snakemake, ingest its log, re-run transient failures after a backoff.
+
+Snakemake runs with `NEUROFLOW_DEFER_TRANSIENT=1`, so the step runner does not start the
+tool again after a transient failure; `run` re-runs such jobs on their targets after
+`policy.get_delay(n)` seconds (n = real attempts across rounds) until the policy's
+max_attempts, and dead-letters everything else at once (docs/architecture.md, "Dead-letter
+queue and recovery"). These functions own their short transactions, never while Snakemake
+runs: pass a Session that is not inside a transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from ..classify.policy import RetryPolicy, get_retry_policy, policies_from_config
+from ..errors import NeuroflowError
+from ..logs.locations import display_path
+from ..logsetup import get_logger
+from ..queue.entries import JobFailure, dead_letter, real_attempts
+from ..queue.ingest import IngestContext, LogIngest, ingest_log
+from ..step.runner import DEFER_TRANSIENT_ENV
+from .invocation import Invocation, build_command, show_command
+from .lock import check_lock
+from .process import require_log, run_snakemake
+
+
+log = get_logger(__name__)
+
+DELAY_SCALE_ENV = "NEUROFLOW_DELAY_SCALE"
+COUNTDOWN_EVERY_S = 5.0
+# Snakemake's closing line of every failed run: not worth repeating in the summary
+GENERIC_FAILURE = "At least one job did not complete successfully"
+
+Echo = Callable[[str], None]
+
+
+def delay_scale_from_env(default: float = 1.0) -> float:
+    raw = os.environ.get(DELAY_SCALE_ENV)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise NeuroflowError(f"{DELAY_SCALE_ENV}={raw!r} is not a number") from exc
+    if value < 0:
+        raise NeuroflowError(f"{DELAY_SCALE_ENV} must be >= 0, not {raw}")
+    return value
+
+
+@dataclass
+class Round:
+    number: int
+    command: list[str]
+    returncode: int
+    log_path: str | None
+    failed: list[str] = field(default_factory=list)  # job keys that failed in this round
+    retried: list[str] = field(default_factory=list)  # job keys held for another round
+    entry_ids: list[int] = field(default_factory=list)  # dead-lettered in this round
+    errors: list[str] = field(default_factory=list)  # Snakemake's own errors in its log
+    resolved: list[int] = field(default_factory=list)  # open entries whose job succeeded
+
+
+@dataclass
+class RunSummary:
+    rounds: list[Round] = field(default_factory=list)
+
+    @property
+    def returncode(self) -> int:
+        return self.rounds[-1].returncode if self.rounds else 0
+
+    @property
+    def entry_ids(self) -> list[int]:
+        ids: list[int] = []
+        for item in self.rounds:
+            ids.extend(i for i in item.entry_ids if i not in ids)
+        return ids
+
+    @property
+    def exit_status(self) -> int:
+        """0 when everything succeeded, 1 when anything was dead-lettered or Snakemake failed."""
+        return 1 if self.entry_ids or self.returncode != 0 else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "snakemake_exit_code": self.returncode,
+            "dead_lettered": self.entry_ids,
+            "rounds": [
+                {
+                    "round": r.number,
+                    "command": show_command(r.command),
+                    "snakemake_exit_code": r.returncode,
+                    "log": r.log_path,
+                    "failed_jobs": r.failed,
+                    "retried_jobs": r.retried,
+                    "dead_lettered": r.entry_ids,
+                    "snakemake_errors": r.errors,
+                    "resolved": r.resolved,
+                }
+                for r in self.rounds
+            ],
+        }
+
+
+def run_workflow(
+    session: Session,
+    workdir: Path,
+    cfg: dict,
+    invocation: Invocation,
+    targets: list[str] | None = None,
+    *,
+    delay_scale: float | None = None,
+    unlock: bool = False,
+    echo: Echo | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    stall_seconds: float | None = None,
+) -> RunSummary:
+    """Run the workflow, retry transient failures with backoff, dead-letter the rest."""
+    workdir = Path(workdir)
+    scale = delay_scale_from_env() if delay_scale is None else delay_scale
+    check_lock(workdir, invocation, unlock=unlock)
+    rounds = _Rounds(
+        session,
+        IngestContext.build(workdir, cfg, invocation.to_dict()),
+        invocation,
+        policies_from_config(cfg),
+        echo,
+        stall_seconds,
+    )
+    held: list[JobFailure] = []  # failures waiting for the next round
+    round_targets = list(targets or [])
+    while True:
+        try:
+            if held:
+                wait = _wait_seconds(held, rounds.policies, scale)
+                _countdown(wait, held, len(rounds.summary.rounds) + 1, echo, sleep)
+            result = rounds.run(round_targets, held)
+        except BaseException:
+            # interrupted, or Snakemake did not run: what was to be retried is queued now
+            if held:
+                _dead_letter_held(session, held)
+            raise
+        held = list(result.held) if result is not None else []
+        if not held:
+            return rounds.summary
+        round_targets = list(dict.fromkeys(t for failure in held for t in failure.targets))
+
+
+@dataclass
+class _Rounds:
+    """The rounds of one `run`: each a Snakemake run whose log is ingested at once."""
+
+    session: Session
+    context: IngestContext
+    invocation: Invocation
+    policies: dict[str, RetryPolicy]
+    echo: Echo | None
+    stall_seconds: float | None
+    summary: RunSummary = field(default_factory=RunSummary)
+
+    def run(self, targets: list[str], held: list[JobFailure]) -> LogIngest | None:
+        """Snakemake on `targets`; its log ingested, failures that the policy retries held
+        (not queued). None when Snakemake wrote no log (it had nothing to do)."""
+        command = build_command(self.invocation, targets)
+        workdir = self.context.workdir
+        # the step runner defers Snakemake's immediate retries of transient failures
+        run = run_snakemake(
+            command,
+            workdir,
+            echo=self.echo,
+            extra_env={DEFER_TRANSIENT_ENV: "1"},
+            stall_seconds=self.stall_seconds,
+        )
+        shown = display_path(run.log_path, workdir) if run.log_path else None
+        current = Round(len(self.summary.rounds) + 1, command, run.returncode, shown)
+        self.summary.rounds.append(current)
+        if run.log_path is None:
+            require_log(run)  # raises unless Snakemake had nothing to do
+            return None
+        carried = {f.job_key: list(f.events) for f in held}
+        with self.session.begin():
+            result = ingest_log(
+                self.session,
+                self.context,
+                run.log_path,
+                hold=lambda f: _should_retry(f, self.policies),
+                carried=carried,
+            )
+        current.failed = [f.job_key for f in result.failures]
+        current.entry_ids = list(result.entry_ids)
+        current.retried = [f.job_key for f in result.held]
+        current.errors = [e for e in result.run_errors if GENERIC_FAILURE not in e]
+        current.resolved = list(result.resolved_ids)
+        return result
+
+
+def _wait_seconds(held: list[JobFailure], policies: dict, scale: float) -> float:
+    delay = max(
+        _policy(policies, f.pipeline_name).get_delay(max(1, real_attempts(f.events)))
+        for f in held
+    )
+    return max(0.0, float(delay) * scale)
+
+
+def _dead_letter_held(session: Session, held: list[JobFailure]) -> None:
+    with session.begin():
+        for failure in held:
+            dead_letter(session, failure)
+
+
+def _should_retry(failure: JobFailure, policies: dict) -> bool:
+    if failure.error_type != "TransientError":
+        return False
+    policy = _policy(policies, failure.pipeline_name)
+    return real_attempts(failure.events) < policy.max_attempts
+
+
+def _policy(policies: dict, pipeline: str) -> RetryPolicy:
+    return get_retry_policy(pipeline, policies)
+
+
+def _countdown(
+    wait_s: float, held: list[JobFailure], next_round: int, echo: Echo | None, sleep
+) -> None:
+    jobs = ", ".join(f.job_key for f in held)
+    log.warning(
+        "transient failure, retrying after backoff",
+        jobs=[f.job_key for f in held],
+        delay_seconds=round(wait_s, 2),
+        next_round=next_round,
+    )
+    remaining = wait_s
+    while True:
+        _say(
+            echo,
+            f"neuroflow: transient failure of {jobs}; retry round {next_round} "
+            f"in {remaining:.0f} s\n",
+        )
+        if remaining <= 0:
+            return
+        step = min(COUNTDOWN_EVERY_S, remaining)
+        sleep(step)
+        remaining -= step
+
+
+def _say(echo: Echo | None, text: str) -> None:
+    if echo is not None:
+        echo(text)
+    else:
+        sys.stderr.write(text)
+        sys.stderr.flush()

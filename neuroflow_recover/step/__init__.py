@@ -1,0 +1,1 @@
+"""One attempt of one job: the step runner, attempt records, resources, circuit breaker."""

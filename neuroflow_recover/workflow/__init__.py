@@ -1,0 +1,1 @@
+"""What the Snakefile imports: configuration, sessions sheet, paths, container commands."""
