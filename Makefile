@@ -29,6 +29,7 @@ test-slurm: $(STAMP)
 lint: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --lint --snakefile workflow/Snakefile
 	PATH="$(CURDIR)/$(BIN):$$PATH" snakefmt --check workflow
+	$(BIN)/python -m ruff check neuroflow_recover tests benchmarks example
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/recovery_cost.py

@@ -13,6 +13,7 @@ DAG, same jobs): ``--rerun-triggers mtime``, ``--quiet all`` and no ``--quiet`` 
 
     python benchmarks/dag_scale.py                      # 10,000 sessions
     python benchmarks/dag_scale.py --sessions 2000 --floor --variants
+    python benchmarks/dag_scale.py --baseline HEAD~1 --repeat 3   # this tree vs a revision
 
 Measured (Snakemake 9.27.1, 2 loaded cores, 10,000 sessions = 35,002 jobs): ~58 s CPU
 before the scale work, ~50 s after, the static-rule floor ~37-40 s. Variants: printing every
@@ -25,8 +26,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,33 +121,81 @@ VARIANTS = {
 
 
 def dry_run(
-    root: Path, snakefile: Path, extra: list[str], quiet: list[str] | None = None
+    root: Path,
+    snakefile: Path,
+    extra: list[str],
+    quiet: list[str] | None = None,
+    pythonpath: Path | None = None,
 ) -> dict:
-    """Time one `snakemake -n` (wall, CPU of the child, its peak RSS) and count its jobs.
+    """Time one `snakemake -n` (wall, CPU and peak RSS of that child alone) and count its jobs.
 
-    ``quiet`` replaces the default ``--quiet rules`` (any options; [] = print everything).
+    ``quiet`` replaces the default ``--quiet rules`` (any options; [] = print everything);
+    ``pythonpath`` puts another copy of the package first (a baseline revision).
     """
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     cmd = [
         sys.executable, "-m", "snakemake", "-n", *(["--quiet", "rules"] if quiet is None else quiet),
         "--snakefile", str(snakefile), "--directory", str(root),
         "--workflow-profile", "none", *extra,
     ]  # fmt: skip
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryFile("w+") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=root
+        )  # not the repository: `python -m` puts the cwd first on sys.path
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        output = out.read()
     if proc.returncode:
-        sys.exit(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-3000:]}{proc.stdout[-3000:]}")
+        sys.exit(f"snakemake failed ({proc.returncode}):\n{output[-6000:]}")
     shutil.rmtree(root / ".snakemake", ignore_errors=True)  # every run starts alike
-    total = re.search(r"^total\s+(\d+)", proc.stdout, re.M)
+    total = re.search(r"^total\s+(\d+)", output, re.M)
     return {
         "wall_s": wall,
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "peak_mb": after.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_mb": usage.ru_maxrss / 1024,
         "jobs": int(total.group(1)) if total else -1,
     }
+
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    """`workflow/` and `neuroflow_recover/` of git revision `rev`, extracted into `into`."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "workflow", "neuroflow_recover"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def compare(root: Path, rev: str, repeat: int) -> None:
+    """This tree and revision `rev`, alternately `repeat` times on the same study: medians
+    and their ratios (this / baseline)."""
+    base = baseline_tree(rev, Path(tempfile.mkdtemp(prefix="neuroflow-baseline-", dir=root)))
+    extra = ["--configfile", str(root / "config.yaml")]
+    runs: dict[str, list[dict]] = {"this": [], rev: []}
+    for _ in range(repeat):
+        runs["this"].append(dry_run(root, REPO / "workflow" / "Snakefile", extra))
+        runs[rev].append(dry_run(root, base / "workflow" / "Snakefile", extra, pythonpath=base))
+    medians = {
+        name: {key: statistics.median(r[key] for r in items) for key in ("wall_s", "cpu_s", "peak_mb")}
+        for name, items in runs.items()
+    }
+    for name, m in medians.items():
+        jobs = {r["jobs"] for r in runs[name]}
+        print(
+            f"{name:>10}: median of {repeat}: {m['wall_s']:.1f} s wall, {m['cpu_s']:.1f} s CPU, "
+            f"peak {m['peak_mb']:.0f} MB, jobs {sorted(jobs)}"
+        )
+    this, other = medians["this"], medians[rev]
+    print(
+        f"this/{rev}: wall {this['wall_s'] / other['wall_s']:.3f}, "
+        f"CPU {this['cpu_s'] / other['cpu_s']:.3f}, peak {this['peak_mb'] / other['peak_mb']:.3f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", action="store_true", help="also time Snakemake option variants"
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated study")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also time git revision REV, alternately, and compare"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each with --baseline")
     args = parser.parse_args(argv)
 
     from neuroflow_recover.workflow.sheet import load_sessions
@@ -179,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             f"peak {figures['peak_mb']:.0f} MB, {figures['jobs']} jobs "
             f"({1000 * figures['wall_s'] / max(1, figures['jobs']):.2f} ms per job)"
         )
+        if args.baseline:
+            compare(root, args.baseline, args.repeat)
         if args.variants:
             for name, options in VARIANTS.items():
                 variant = dry_run(

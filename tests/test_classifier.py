@@ -20,8 +20,8 @@ from neuroflow_recover.classify.classifier import (
     read_window,
 )
 from neuroflow_recover.classify.patterns import required_literals, shipped_pack
-from neuroflow_recover.step.messages import format_missing_outputs, format_not_starting
 from neuroflow_recover.errors import ConfigError, NeuroflowError
+from neuroflow_recover.step.messages import format_missing_outputs, format_not_starting
 
 DATA = Path(__file__).parent / "data"
 HELDOUT_MIN_ACCURACY = 0.90  # measured: 25/42 before tuning, 41/42 after (see report)

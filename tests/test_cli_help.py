@@ -55,7 +55,7 @@ def test_every_command_has_examples():
     for name in cli.commands:
         text = help_text(name)
         assert "Examples" in text, name
-        assert f"neuroflow-recover {name}" in text or f"neuroflow-recover --configfile" in text
+        assert f"neuroflow-recover {name}" in text or "neuroflow-recover --configfile" in text
 
 
 def test_a_usage_error_exits_2():

@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 
+from neuroflow_recover.errors import ConfigError
 from neuroflow_recover.workflow.config import (
     load_config,
     load_schema,
@@ -16,7 +17,6 @@ from neuroflow_recover.workflow.config import (
     stage_max_attempts,
     validate_config,
 )
-from neuroflow_recover.errors import ConfigError
 from workflow_study import REPO, dry_run, make_study
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from neuroflow_recover.errors import ConfigError
 from neuroflow_recover.workflow.config import validate_config
 from neuroflow_recover.workflow.containers import (
     Mount,
@@ -13,7 +14,6 @@ from neuroflow_recover.workflow.containers import (
     qsiprep_command,
     qsirecon_command,
 )
-from neuroflow_recover.errors import ConfigError
 from neuroflow_recover.workflow.sheet import Session
 
 WD = "/study"  # the workflow directory the relative paths are made absolute against

@@ -7,9 +7,9 @@ import shlex
 import pytest
 import yaml
 
+from neuroflow_recover.step.resources import stage_resources
 from neuroflow_recover.workflow.config import load_config
 from neuroflow_recover.workflow.layout import Layout, final_targets
-from neuroflow_recover.step.resources import stage_resources
 from neuroflow_recover.workflow.sheet import load_sessions
 from workflow_study import REPO, dry_run, job_counts, jobs, make_study, snakemake, write_sheet
 

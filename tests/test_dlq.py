@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from neuroflow_recover.cli.render import render_stats
+from neuroflow_recover.errors import DatabaseError, EntryNotFound, NeuroflowError
 from neuroflow_recover.queue.database import DEFAULT_DB, open_database
 from neuroflow_recover.queue.entries import (
     AttemptEvent,
@@ -21,9 +23,7 @@ from neuroflow_recover.queue.entries import (
     list_entries,
     resolve_entry,
 )
-from neuroflow_recover.errors import DatabaseError, EntryNotFound, NeuroflowError
 from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry, IngestedLog
-from neuroflow_recover.cli.render import render_stats
 from neuroflow_recover.queue.stats import queue_stats, stats_frame
 
 

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import func, select
 
 from dlq_workflows import behave, main_logs, make_toy_workflow, recover, snakemake
-from neuroflow_recover.workflow.config import load_config
 from neuroflow_recover.queue.database import open_database
 from neuroflow_recover.queue.entries import entry_details
 from neuroflow_recover.queue.ingest import file_digest, ingest_logs
 from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry, IngestedLog
+from neuroflow_recover.workflow.config import load_config
 
 pytestmark = pytest.mark.workflow
 

@@ -34,3 +34,13 @@ def test_snakefmt_check_passes():
         capture_output=True, text=True, timeout=600, env=env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_finds_nothing():
+    """Unused or undefined names, syntax errors, unsorted imports (pyproject.toml [tool.ruff])."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "neuroflow_recover", "tests", "benchmarks",
+         "example"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from helpers import REPO
+from neuroflow_recover.errors import ConfigError
 from neuroflow_recover.step import resources
 from neuroflow_recover.step.attempts import AttemptRecord, write_record
-from neuroflow_recover.errors import ConfigError
 from neuroflow_recover.step.resources import cause_of, grow, stage_resources
 
 RULE = "qsiprep_preprocess"

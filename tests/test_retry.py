@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neuroflow_recover.classify.classes import ERROR_CLASSES, NON_RETRYABLE
-from neuroflow_recover.classify.classifier import Classification
-from neuroflow_recover.errors import ConfigError, NeuroflowError
 from neuroflow_recover.classify.classes import (
+    ERROR_CLASSES,
     ERROR_TYPES,
+    NON_RETRYABLE,
     ConfigurationError,
     NonRetryableError,
     ResourceError,
@@ -22,6 +21,7 @@ from neuroflow_recover.classify.classes import (
     error_type,
     to_exception,
 )
+from neuroflow_recover.classify.classifier import Classification
 from neuroflow_recover.classify.policy import (
     DEFAULT_POLICIES,
     RetryContext,
@@ -29,7 +29,7 @@ from neuroflow_recover.classify.policy import (
     get_retry_policy,
     policies_from_config,
 )
-from neuroflow_recover.errors import UnknownErrorClass
+from neuroflow_recover.errors import ConfigError, NeuroflowError, UnknownErrorClass
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "config.yaml"
 

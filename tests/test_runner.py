@@ -229,12 +229,12 @@ def test_delay_scale_must_be_a_number(tmp_path):
 
 def test_failures_waiting_for_a_retry_are_queued_when_the_next_round_cannot_run(tmp_path):
     """Snakemake cannot start in round 2 (the Snakefile broke during the backoff)."""
-    from neuroflow_recover.workflow.config import load_config
+    from neuroflow_recover.errors import SnakemakeFailed
     from neuroflow_recover.queue.database import open_database
     from neuroflow_recover.queue.entries import list_entries
-    from neuroflow_recover.errors import SnakemakeFailed
-    from neuroflow_recover.recover.run import run_workflow
     from neuroflow_recover.recover.invocation import Invocation
+    from neuroflow_recover.recover.run import run_workflow
+    from neuroflow_recover.workflow.config import load_config
 
     root = make_toy_workflow(tmp_path / "wf", [("01", "1")])
     behave(root, "01", "1", f"until|never|1|{STALE}")

@@ -17,6 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from helpers import REPO
+from neuroflow_recover.cli import cli
 from neuroflow_recover.step.attempts import (
     AttemptRecord,
     read_records,
@@ -24,7 +25,6 @@ from neuroflow_recover.step.attempts import (
     write_record,
 )
 from neuroflow_recover.step.breaker import normalise_evidence
-from neuroflow_recover.cli import cli
 
 PY = sys.executable
 WAIT = 120  # generous: the CI machine is a loaded 2-core box

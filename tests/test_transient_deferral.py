@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from dlq_workflows import behave, make_toy_workflow, recover, snakemake
-from neuroflow_recover.step.attempts import read_records
 from neuroflow_recover.classify.classifier import Classifier
+from neuroflow_recover.step.attempts import read_records
 
 pytestmark = pytest.mark.workflow
 

@@ -26,7 +26,6 @@ import sys
 
 import nibabel as nib
 import numpy as np
-
 from standin_common import (
     BANNER,
     add_bids_app_arguments,

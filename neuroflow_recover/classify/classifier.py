@@ -14,8 +14,11 @@ from typing import IO
 
 from ..errors import ConfigError, LogReadError
 from ..files import decode
+from ..logsetup import get_logger
 from .classes import DEFAULT_CLASS, ERROR_CLASSES, NON_RETRYABLE, RESOURCES
 from .patterns import FROM_MATCH, Pattern, PatternPack, parse_pattern, parse_patterns, shipped_pack
+
+log = get_logger(__name__)
 
 EVIDENCE_MAX = 500  # characters of the evidence line kept
 HEAD_BYTES = 64 * 1024  # scanned from the start of a big text
@@ -231,6 +234,17 @@ class Classifier:
 def default_classifier() -> Classifier:
     """The classifier with the shipped pack only (compiled once per process)."""
     return Classifier()
+
+
+def classifier_for(cfg: Mapping | None) -> Classifier:
+    """The classifier of a workflow config; the shipped one, with a warning, when the
+    config's patterns are unusable: a config problem must never block a job or a retry."""
+    if cfg:
+        try:
+            return Classifier.from_config(cfg)
+        except (ConfigError, TypeError, AttributeError) as exc:
+            log.warning("config patterns unusable, shipped patterns only", error=str(exc))
+    return default_classifier()
 
 
 def classify(

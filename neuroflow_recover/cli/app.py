@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from .. import logsetup
+from .. import environment, logsetup
 from ..errors import EXIT_CODE_HELP, NeuroflowError
+
 
 def _exit_codes_epilog(width: int = 76) -> str:
     """The exit-code table, wrapped by hand (click must not re-flow it: `\\b`)."""
@@ -105,7 +106,7 @@ def current_user() -> str:
 )
 @click.option(
     "--db",
-    envvar="NEUROFLOW_DB",
+    envvar=environment.DB,
     default=None,
     help="Dead-letter database: a SQLAlchemy URL or a file path "
     "[default: DIRECTORY/.neuroflow/neuroflow.db; env NEUROFLOW_DB].",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
+from .. import environment
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 stall_option = click.option(
     "--stall-timeout",
     "stall_seconds",
     type=click.FloatRange(min=0),
-    envvar="NEUROFLOW_STALL_SECONDS",
+    envvar=environment.STALL_SECONDS,
     default=None,
     metavar="SECONDS",
     help="SLURM runs: stop Snakemake when it printed nothing and no job of the run was "

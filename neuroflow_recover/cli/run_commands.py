@@ -83,22 +83,13 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
         neuroflow-recover retry 3
         neuroflow-recover retry 3 --force
     """
-    from ..recover.retry import retry_entry
+    from ..recover.retry import RetryOptions, retry_entry
     from .render import render_retry
 
+    options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
-    db = obj.open_db(create=False)
-    with db.sessions() as session:
-        outcome = retry_entry(
-            session,
-            entry_id,
-            obj.directory,
-            cfg,
-            force=force,
-            dry_run=dry_run,
-            unlock=unlock,
-            stall_seconds=stall_seconds,
-        )
+    with obj.open_db(create=False).sessions() as session:
+        outcome = retry_entry(session, entry_id, obj.directory, cfg, options)
     if as_json:
         echo_json(outcome.to_dict())
     else:
@@ -122,22 +113,13 @@ def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall
         neuroflow-recover retry-all --pipeline qsiprep --dry-run
         neuroflow-recover retry-all --pipeline qsirecon --json
     """
-    from ..recover.retry import retry_all
+    from ..recover.retry import RetryOptions, retry_all
     from .render import render_retry
 
+    options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
-    db = obj.open_db(create=False)
-    with db.sessions() as session:
-        outcomes = retry_all(
-            session,
-            pipeline,
-            obj.directory,
-            cfg,
-            force=force,
-            dry_run=dry_run,
-            unlock=unlock,
-            stall_seconds=stall_seconds,
-        )
+    with obj.open_db(create=False).sessions() as session:
+        outcomes = retry_all(session, pipeline, obj.directory, cfg, options)
     if as_json:
         echo_json([outcome.to_dict() for outcome in outcomes])
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -70,17 +70,23 @@ class _Plan:
     invocation: Invocation
 
 
+@dataclass(frozen=True)
+class RetryOptions:
+    """How `retry` and `retry-all` run (the same options for both)."""
+
+    force: bool = False  # retry non-retryable entries even if nothing changed
+    dry_run: bool = False  # print the command and targets only
+    unlock: bool = False  # remove a stale Snakemake lock first
+    echo: Echo | None = None  # where Snakemake's output goes (default: stderr)
+    stall_seconds: float | None = None  # the SLURM watchdog's stall timeout
+
+
 def retry_entry(
     session: Session,
     entry_id: int,
     workdir: Path,
     cfg: dict,
-    *,
-    force: bool = False,
-    dry_run: bool = False,
-    unlock: bool = False,
-    echo: Echo | None = None,
-    stall_seconds: float | None = None,
+    options: RetryOptions = RetryOptions(),
 ) -> RetryOutcome:
     """Re-run one entry's targets; resolve it only if its job now succeeded."""
     with session.begin():
@@ -89,21 +95,11 @@ def retry_entry(
             raise NeuroflowError(
                 f"dead-letter entry {entry_id} is already resolved (by {entry.resolved_by})"
             )
-        refusal = _refusal(entry, workdir, cfg, force)
+        refusal = _refusal(entry, workdir, cfg, options.force)
         if refusal is not None:
             raise NeuroflowError(refusal)
         plan = _plan(entry, cfg, workdir)
-    outcomes = _execute(
-        [plan],
-        session,
-        workdir,
-        cfg,
-        dry_run=dry_run,
-        unlock=unlock,
-        echo=echo,
-        stall_seconds=stall_seconds,
-    )
-    return outcomes[0]
+    return _execute([plan], session, workdir, cfg, options)[0]
 
 
 def retry_all(
@@ -111,19 +107,14 @@ def retry_all(
     pipeline: str,
     workdir: Path,
     cfg: dict,
-    *,
-    force: bool = False,
-    dry_run: bool = False,
-    unlock: bool = False,
-    echo: Echo | None = None,
-    stall_seconds: float | None = None,
+    options: RetryOptions = RetryOptions(),
 ) -> list[RetryOutcome]:
     """Retry every unresolved entry of a pipeline: one Snakemake run per invocation."""
     skipped: dict[int, str] = {}
     plans: list[_Plan] = []
     with session.begin():
         for entry in reversed(list_entries(session, pipeline, limit=None)):
-            refusal = _refusal(entry, workdir, cfg, force)
+            refusal = _refusal(entry, workdir, cfg, options.force)
             if refusal is not None:
                 skipped[entry.id] = refusal.removeprefix(f"entry {entry.id} ")
                 continue
@@ -133,19 +124,10 @@ def retry_all(
         groups.setdefault(json.dumps(plan.invocation.to_dict(), sort_keys=True), []).append(plan)
     outcomes: list[RetryOutcome] = []
     for group in groups.values():
-        outcomes += _execute(
-            group,
-            session,
-            workdir,
-            cfg,
-            dry_run=dry_run,
-            unlock=unlock,
-            echo=echo,
-            stall_seconds=stall_seconds,
-        )
-        unlock = False
+        outcomes += _execute(group, session, workdir, cfg, options)
+        options = replace(options, unlock=False)  # the first run removed a stale lock
     if skipped:
-        outcomes.append(RetryOutcome(sorted(skipped), [], dry_run, skipped=skipped))
+        outcomes.append(RetryOutcome(sorted(skipped), [], options.dry_run, skipped=skipped))
     return outcomes
 
 
@@ -195,15 +177,7 @@ def _plan(entry, cfg: dict, workdir: Path) -> _Plan:
 
 
 def _execute(
-    plans: list[_Plan],
-    session: Session,
-    workdir: Path,
-    cfg: dict,
-    *,
-    dry_run: bool,
-    unlock: bool,
-    echo: Echo | None,
-    stall_seconds: float | None = None,
+    plans: list[_Plan], session: Session, workdir: Path, cfg: dict, options: RetryOptions
 ) -> list[RetryOutcome]:
     """One Snakemake run for plans sharing an invocation; resolve the jobs that succeeded."""
     workdir = Path(workdir)
@@ -213,11 +187,11 @@ def _execute(
         targets += [t for t in plan.targets if t not in targets]
     invocation = plans[0].invocation
     command = build_command(invocation, targets)
-    outcome = RetryOutcome(ids, command, dry_run, targets=list(targets))
-    if dry_run:
+    outcome = RetryOutcome(ids, command, options.dry_run, targets=list(targets))
+    if options.dry_run:
         return [outcome]
-    check_lock(workdir, invocation, unlock=unlock)
-    run = run_snakemake(command, workdir, echo=echo, stall_seconds=stall_seconds)
+    check_lock(workdir, invocation, unlock=options.unlock)
+    run = run_snakemake(command, workdir, echo=options.echo, stall_seconds=options.stall_seconds)
     outcome.returncode = run.returncode
     outcome.log_path = display_path(run.log_path, workdir) if run.log_path else None
     context = IngestContext.build(workdir, cfg, invocation.to_dict())

@@ -10,7 +10,6 @@ runs: pass a Session that is not inside a transaction.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,21 +18,18 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from .. import environment
 from ..classify.policy import RetryPolicy, get_retry_policy, policies_from_config
-from ..errors import NeuroflowError
 from ..logs.locations import display_path
 from ..logsetup import get_logger
 from ..queue.entries import JobFailure, dead_letter, real_attempts
 from ..queue.ingest import IngestContext, LogIngest, ingest_log
-from ..step.runner import DEFER_TRANSIENT_ENV
 from .invocation import Invocation, build_command, show_command
 from .lock import check_lock
 from .process import require_log, run_snakemake
 
-
 log = get_logger(__name__)
 
-DELAY_SCALE_ENV = "NEUROFLOW_DELAY_SCALE"
 COUNTDOWN_EVERY_S = 5.0
 # Snakemake's closing line of every failed run: not worth repeating in the summary
 GENERIC_FAILURE = "At least one job did not complete successfully"
@@ -42,16 +38,7 @@ Echo = Callable[[str], None]
 
 
 def delay_scale_from_env(default: float = 1.0) -> float:
-    raw = os.environ.get(DELAY_SCALE_ENV)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise NeuroflowError(f"{DELAY_SCALE_ENV}={raw!r} is not a number") from exc
-    if value < 0:
-        raise NeuroflowError(f"{DELAY_SCALE_ENV} must be >= 0, not {raw}")
-    return value
+    return environment.non_negative(environment.DELAY_SCALE, default)
 
 
 @dataclass
@@ -174,7 +161,7 @@ class _Rounds:
             command,
             workdir,
             echo=self.echo,
-            extra_env={DEFER_TRANSIENT_ENV: "1"},
+            extra_env={environment.DEFER_TRANSIENT: "1"},
             stall_seconds=self.stall_seconds,
         )
         shown = display_path(run.log_path, workdir) if run.log_path else None

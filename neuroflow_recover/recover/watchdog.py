@@ -30,7 +30,6 @@ run re-runs them.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -40,12 +39,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NeuroflowError, RunStalled
+from .. import environment
+from ..errors import RunStalled
 from ..logsetup import get_logger
 
 log = get_logger(__name__)
 
-STALL_ENV = "NEUROFLOW_STALL_SECONDS"
 DEFAULT_STALL_SECONDS = 900.0
 RUN_ID_LINE = re.compile(r"SLURM run ID: (\S+)")
 ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED,RESIZING"
@@ -69,16 +68,9 @@ class WatchLimits:
 
 
 def stall_seconds_from_env(default: float = DEFAULT_STALL_SECONDS) -> float:
-    raw = os.environ.get(STALL_ENV)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise NeuroflowError(f"{STALL_ENV}={raw!r} is not a number of seconds") from exc
-    if value < 0:
-        raise NeuroflowError(f"{STALL_ENV} must be >= 0 (0 = no watchdog), not {raw}")
-    return value
+    return environment.non_negative(
+        environment.STALL_SECONDS, default, "a number of seconds", " (0 = no watchdog)"
+    )
 
 
 def active_slurm_jobs(run_id: str, env: dict[str, str] | None = None) -> list[str] | None:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..workflow.layout import wildcards_key
 from ..logsetup import get_logger
+from ..workflow.layout import wildcards_key
 
 log = get_logger(__name__)
 

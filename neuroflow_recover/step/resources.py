@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..classify.classes import NON_RETRYABLE
-from ..classify.classifier import Classification, Classifier, default_classifier
+from ..classify.classifier import Classification, classifier_for
 from ..errors import ConfigError
 from ..files import read_tail
 from ..logs.slurm import new_slurm_logs, slurm_log_dir
@@ -152,14 +152,6 @@ def _newest_record_time(records: Iterable[AttemptRecord]) -> float | None:
     return max(times) if times else None
 
 
-def _classifier(cfg: Mapping[str, Any]) -> Classifier:
-    try:
-        return Classifier.from_config(cfg)
-    except ConfigError as exc:  # the workflow validated its config; never block a retry
-        log.warning("config patterns unusable, shipped patterns only", error=str(exc))
-        return default_classifier()
-
-
 def slurm_log_causes(
     cfg: Mapping[str, Any],
     rule: str,
@@ -193,7 +185,7 @@ def slurm_log_causes(
         except OSError as exc:
             log.warning("cannot read SLURM log", path=str(path), error=str(exc))
             break  # keep the newest-first alignment: older attempts stay unknown
-        classifier = classifier or _classifier(cfg)
+        classifier = classifier or classifier_for(cfg)
         found = classifier.classify(text)
         causes.append(SlurmLogCause(path, job_id, found, cause_of_classification(found)))
     return causes

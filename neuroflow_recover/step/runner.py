@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import environment
 from ..classify.classes import NON_RETRYABLE
-from ..classify.classifier import Classification, Classifier
+from ..classify.classifier import Classification, classifier_for
 from ..errors import ExitCode, NeuroflowError
 from ..files import read_head_and_tail
 from ..logsetup import get_logger
@@ -44,7 +45,6 @@ log = get_logger(__name__)
 CLASSIFY_HEAD = 64 * 1024  # classified part of this attempt's log: its head (startup errors)
 CLASSIFY_TAIL = 4 * 1024 * 1024  # ... and its tail (the final error)
 SKIPPED_EXIT = int(ExitCode.NOT_STARTED)
-DEFER_TRANSIENT_ENV = "NEUROFLOW_DEFER_TRANSIENT"
 # Placeholders a rule may put in the tool's arguments; the runner fills in THIS attempt's
 # resources. Snakemake re-evaluates resources for a retry but not params, so a tool command
 # built in params (QSIPrep's --mem / --nprocs) would otherwise keep attempt 1's values.
@@ -102,10 +102,6 @@ def missing_outputs(paths: list[Path]) -> list[Path]:
     return missing
 
 
-def defer_transient(env: Mapping[str, str]) -> bool:
-    return (env.get(DEFER_TRANSIENT_ENV) or "").strip().lower() in ("1", "true", "yes")
-
-
 # ---------------------------------------------------------------------------------------
 # config and classifier (never block a job because of them)
 
@@ -119,19 +115,6 @@ def _load_config(workdir: Path, configfiles: tuple[str, ...]) -> Mapping[str, An
             error=f"{exc.__class__.__name__}: {exc}",
         )
         return None
-
-
-def _classifier(cfg: Mapping[str, Any] | None) -> Classifier:
-    if cfg is not None:
-        try:
-            return Classifier.from_config(cfg)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("classifier config rejected; using the shipped patterns", error=str(exc))
-    return Classifier.from_config({})
-
-
-def _classify(cfg, text: str, exit_code: int | None) -> Classification:
-    return _classifier(cfg).classify(text, exit_code=exit_code)
 
 
 def _read_log_segment(path: Path, offset: int, tail: list[str]) -> str:
@@ -241,7 +224,7 @@ def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResu
     prev = previous_attempt(req)
     if prev is not None and prev.error_class in NON_RETRYABLE:
         return _skip(req, rec, prev, fail_fast_line(req.rule, req.attempt, prev), "non_retryable")
-    if prev is not None and prev.error_class == "TransientError" and defer_transient(env):
+    if prev is not None and prev.error_class == "TransientError" and environment.flag(env, environment.DEFER_TRANSIENT):
         return _skip(req, rec, prev, deferred_line(req.rule, req.attempt, prev), "deferred")
 
     cfg = _load_config(req.workdir, req.configfiles)
@@ -292,7 +275,7 @@ def _conclude(req, rec, run: ToolRun, cfg, breaker: CircuitBreaker, env) -> Step
 
     if cls is None:
         text = _read_log_segment(req.log, run.log_offset, rec.tail)
-        cls = _classify(cfg, text, rec.exit_code)
+        cls = classifier_for(cfg).classify(text, exit_code=rec.exit_code)
     rec.error_class = cls.error_class
     rec.retryable = cls.retryable
     rec.resource = cls.resource

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 
-import probe
 import pytest
+
+import probe
 
 
 @pytest.fixture(scope="session")

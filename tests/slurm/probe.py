@@ -168,6 +168,19 @@ def env() -> dict[str, str]:
     return out
 
 
+def cli_env() -> dict[str, str]:
+    """The environment of `neuroflow-recover` on the cluster: env(), no NEUROFLOW_DB, the
+    profile's partition and account, retry delays scaled down."""
+    out = env()  # the venv's bin first: the jobs call `neuroflow-recover exec`
+    out.pop("NEUROFLOW_DB", None)
+    out.update(
+        NEUROFLOW_SLURM_PARTITION=PARTITION,
+        NEUROFLOW_SLURM_ACCOUNT="root",
+        NEUROFLOW_DELAY_SCALE="0.01",
+    )
+    return out
+
+
 def snakemake_command(
     targets: tuple[str, ...] | list[str], extra: tuple[str, ...] | list[str] = ()
 ) -> list[str]:

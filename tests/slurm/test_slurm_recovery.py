@@ -25,7 +25,6 @@ import pytest
 
 import probe
 from helpers import copy_example
-
 from neuroflow_recover.step.attempts import read_records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -55,21 +54,10 @@ stages:
 """ + ATTEMPTS
 
 
-def cli_env() -> dict[str, str]:
-    env = probe.env()  # the venv's bin first: the jobs call `neuroflow-recover exec`
-    env.pop("NEUROFLOW_DB", None)
-    env.update(
-        NEUROFLOW_SLURM_PARTITION=probe.PARTITION,
-        NEUROFLOW_SLURM_ACCOUNT="root",
-        NEUROFLOW_DELAY_SCALE="0.01",
-    )
-    return env
-
-
 def cli(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "neuroflow_recover.cli", "-d", str(workdir), *CONFIGS, *args],
-        capture_output=True, text=True, timeout=timeout, env=cli_env(),
+        capture_output=True, text=True, timeout=timeout, env=probe.cli_env(),
     )  # fmt: skip
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 import probe
-
+from neuroflow_recover import environment
+from neuroflow_recover.errors import NeuroflowError
 from neuroflow_recover.recover import watchdog
 
 TARGET = probe.target("probe_sleep")  # a 25 s job
@@ -193,10 +194,10 @@ def test_watchdog_verdicts_follow_output_and_queue():
 def test_stall_limits_and_environment(monkeypatch):
     assert watchdog.WatchLimits.for_stall(900) == watchdog.WatchLimits(900, 30, 120)
     assert watchdog.WatchLimits.for_stall(60) == watchdog.WatchLimits(60, 6, 60)
-    monkeypatch.delenv(watchdog.STALL_ENV, raising=False)
+    monkeypatch.delenv(environment.STALL_SECONDS, raising=False)
     assert watchdog.stall_seconds_from_env() == 900
-    monkeypatch.setenv(watchdog.STALL_ENV, "45")
+    monkeypatch.setenv(environment.STALL_SECONDS, "45")
     assert watchdog.stall_seconds_from_env() == 45
-    monkeypatch.setenv(watchdog.STALL_ENV, "soon")
-    with pytest.raises(watchdog.NeuroflowError, match="not a number of seconds"):
+    monkeypatch.setenv(environment.STALL_SECONDS, "soon")
+    with pytest.raises(NeuroflowError, match="not a number of seconds"):
         watchdog.stall_seconds_from_env()

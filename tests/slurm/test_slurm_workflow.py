@@ -23,7 +23,6 @@ import pytest
 
 import probe
 from helpers import copy_example
-
 from neuroflow_recover.step.attempts import read_records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -70,17 +69,10 @@ def example(tmp_path_factory, cluster) -> Path:
 
 @pytest.fixture(scope="module")
 def slurm_run(example) -> subprocess.CompletedProcess:
-    env = probe.env()  # the venv's bin first: the jobs call `neuroflow-recover exec`
-    env.pop("NEUROFLOW_DB", None)
-    env.update(
-        NEUROFLOW_SLURM_PARTITION=probe.PARTITION,
-        NEUROFLOW_SLURM_ACCOUNT="root",
-        NEUROFLOW_DELAY_SCALE="0.01",
-    )
     return subprocess.run(
         [sys.executable, "-m", "neuroflow_recover.cli", "-d", str(example), *CONFIGS,
          "run", "--profile", "profiles/slurm", "--", *probe.STATUS_OVERRIDES],
-        capture_output=True, text=True, timeout=900, env=env,
+        capture_output=True, text=True, timeout=900, env=probe.cli_env(),
     )  # fmt: skip
 
 

@@ -1,0 +1,34 @@
+"""The environment variables neuroflow reads, and reading a setting from one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from .errors import NeuroflowError
+
+DB = "NEUROFLOW_DB"  # the dead-letter database (the CLI's --db)
+STALL_SECONDS = "NEUROFLOW_STALL_SECONDS"  # the watchdog's stall timeout (--stall-timeout)
+DELAY_SCALE = "NEUROFLOW_DELAY_SCALE"  # multiplies retry delays (run --delay-scale)
+# set by `run` for its Snakemake: the step runner defers retries of transient failures
+DEFER_TRANSIENT = "NEUROFLOW_DEFER_TRANSIENT"
+
+
+def non_negative(name: str, default: float, what: str = "a number", zero: str = "") -> float:
+    """The number in environment variable `name` (>= 0), `default` when unset or empty;
+    NeuroflowError naming the variable otherwise."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise NeuroflowError(f"{name}={raw!r} is not {what}") from exc
+    if value < 0:
+        raise NeuroflowError(f"{name} must be >= 0{zero}, not {raw}")
+    return value
+
+
+def flag(env: Mapping[str, str], name: str) -> bool:
+    """True when `name` is set to 1, true or yes."""
+    return (env.get(name) or "").strip().lower() in ("1", "true", "yes")
