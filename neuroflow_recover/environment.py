@@ -12,6 +12,9 @@ STALL_SECONDS = "NEUROFLOW_STALL_SECONDS"  # the watchdog's stall timeout (--sta
 DELAY_SCALE = "NEUROFLOW_DELAY_SCALE"  # multiplies retry delays (run --delay-scale)
 # set by `run` for its Snakemake: the step runner defers retries of transient failures
 DEFER_TRANSIENT = "NEUROFLOW_DEFER_TRANSIENT"
+# set by `run` and `retry` for their Snakemake: they ingest its log themselves, so the
+# workflow's end handler leaves it alone
+CALLER_INGESTS = "NEUROFLOW_CALLER_INGESTS"
 
 
 def non_negative(name: str, default: float, what: str = "a number", zero: str = "") -> float:

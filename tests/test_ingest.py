@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import time
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dlq_workflows import behave, main_logs, make_toy_workflow, recover, snakemake
+from helpers import VENV_BIN
 from neuroflow_recover.queue.database import open_database
 from neuroflow_recover.queue.entries import entry_details
 from neuroflow_recover.queue.ingest import file_digest, ingest_logs
@@ -151,7 +154,7 @@ def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, t
     with db.sessions() as session:
         assert session.scalar(select(func.count(IngestedLog.id))) == ingested
 
-    # a run in progress: Snakemake holds .snakemake/locks and its log has no end yet
+    # a lock left by a killed Snakemake (no process alive): its log is read as it is
     growing = log_dir / "2099-01-01T000000.000001.snakemake.log"
     first_log = main_logs(root)[-1].read_text().splitlines(keepends=True)
     growing.write_text("".join(first_log[: max(5, len(first_log) // 3)]))
@@ -160,10 +163,38 @@ def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, t
     (locks / "0.input.lock").write_text("results/01/1.txt\n")
     with db.sessions() as session:
         report = ingest_logs(session, root, load_config(root), [growing])
-    assert [item.status for item in report.logs] == ["in-progress"]
-    with db.sessions() as session:
-        assert session.scalar(select(func.count(IngestedLog.id))) == ingested
+    assert [item.status for item in report.logs] == ["ingested"]
+    shutil.rmtree(locks)
     db.dispose()
+
+
+def test_the_log_of_a_live_run_is_left_for_later(plain_runs, tmp_path):
+    """A Snakemake that holds the lock and is alive: its log is `in-progress`, not read."""
+    root = _copy(plain_runs, tmp_path / "wf")
+    with open(root / "jobs.txt", "a") as jobs:
+        jobs.write("03 1\n")
+    behave(root, "03", "1", "wait|go|0|")
+    holder = subprocess.Popen(
+        [str(VENV_BIN / "snakemake"), "--cores", "1", "results/03/1.txt"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300  # a safety bound, not a speed claim
+        while not (root / "started_03_1").exists():  # its job runs: the lock is held
+            assert holder.poll() is None, "Snakemake ended before its job started"
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.1)
+        live = main_logs(root)[-1]
+        db = open_database(None, root)
+        with db.sessions() as session:
+            report = ingest_logs(session, root, load_config(root), [live])
+        assert [item.status for item in report.logs] == ["in-progress"]
+        with db.sessions() as session:
+            assert session.scalar(select(func.count(IngestedLog.id))) == 0
+        db.dispose()
+    finally:
+        (root / "go").write_text("")
+        holder.wait(timeout=600)
 
 
 def test_a_success_in_a_later_log_closes_the_open_entry(plain_runs, tmp_path):

@@ -232,9 +232,9 @@ def test_failures_waiting_for_a_retry_are_queued_when_the_next_round_cannot_run(
     from neuroflow_recover.errors import SnakemakeFailed
     from neuroflow_recover.queue.database import open_database
     from neuroflow_recover.queue.entries import list_entries
-    from neuroflow_recover.recover.invocation import Invocation
     from neuroflow_recover.recover.run import run_workflow
     from neuroflow_recover.workflow.config import load_config
+    from neuroflow_recover.workflow.invocation import Invocation
 
     root = make_toy_workflow(tmp_path / "wf", [("01", "1")])
     behave(root, "01", "1", f"until|never|1|{STALE}")

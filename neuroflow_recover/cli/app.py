@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import textwrap
 from pathlib import Path
 
@@ -46,11 +47,54 @@ class Context:
 
         return open_database(self.db, self.directory, create=create)
 
+    def open_db_or_empty(self):
+        """The dead-letter database, or an empty one in memory when there is no file yet."""
+        from ..queue.database import database_url, open_database, sqlite_path
+
+        path = sqlite_path(database_url(self.db, self.directory))
+        if path is not None and not path.exists():
+            return open_database("sqlite://", self.directory)
+        return self.open_db(create=False)
+
     def config(self) -> dict:
         """The merged, validated workflow configuration."""
         from ..workflow.config import load_config
 
         return load_config(self.directory, self.configfiles)
+
+    def catch_up(self) -> None:
+        """Ingest the main logs no command has ingested yet (a run killed before its end
+        handler could record it): what read and retry commands do first. Cheap when there
+        is nothing new; a problem is a warning, never the command's failure."""
+        from ..logs.locations import main_logs
+        from ..queue.ingest import catch_up
+
+        if not main_logs(self.directory):
+            return
+        try:
+            cfg = self.config_if_any() or {}
+            db = self.open_db()
+            with db.sessions() as session:
+                report = catch_up(session, self.directory, cfg)
+            db.dispose()
+        except NeuroflowError as exc:
+            logsetup.get_logger(__name__).warning("new Snakemake logs not ingested", error=str(exc))
+            return
+        if report.logs:
+            logsetup.get_logger(__name__).info(
+                "ingested new Snakemake logs first",
+                logs=[item.path for item in report.logs],
+                entries=report.entry_ids,
+            )
+
+    def command_line(self) -> str:
+        """How this neuroflow-recover was called (global options), for commands we print."""
+        words = ["neuroflow-recover"]
+        if str(self.directory) != ".":
+            words += ["-d", str(self.directory)]
+        for name in self.configfiles:
+            words += ["--configfile", name]
+        return shlex.join(words)
 
     def config_if_any(self) -> dict | None:
         """The configuration when there is one (--configfile or config/config.yaml), else None."""
@@ -78,6 +122,18 @@ def library_errors(func):
 
 def echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def write_output(text: str, output: Path | None) -> None:
+    """A report to stdout, or to `output` (with a final newline)."""
+    if output is None:
+        click.echo(text)
+        return
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise NeuroflowError(f"cannot write {output}: {exc}") from exc
+    logsetup.get_logger(__name__).info("report written", path=str(output))
 
 
 def exit_with(status: int) -> None:

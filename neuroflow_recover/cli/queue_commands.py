@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from ..errors import NeuroflowError
-from .app import Context, cli, current_user, echo_json, library_errors
+from .app import Context, cli, current_user, echo_json, library_errors, write_output
 from .options import json_option
+
+# the choices of `status` (queue.status.STAGES / STATES, without importing SQLAlchemy here)
+STATUS_STAGES = ("bids_conversion", "qsiprep", "qsirecon", "qsiparc")
+STATUS_STATES = ("done", "failed", "running", "blocked", "pending")
+
+
+def _in(directory: Path, path: str) -> Path:
+    """A path of the config, relative to the workflow directory."""
+    return Path(path) if Path(path).is_absolute() else directory / path
 
 
 @cli.command("ingest", short_help="Queue the failed jobs of Snakemake main logs.")
@@ -26,7 +36,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
         neuroflow-recover ingest .snakemake/log/2026-11-28T153204.406890.snakemake.log
     """
     from ..queue.ingest import ingest_logs
-    from ..recover.invocation import Invocation
+    from ..workflow.invocation import Invocation
     from .render import render_ingest_report
 
     for path in logs:
@@ -69,6 +79,7 @@ def list_cmd(
     from ..queue.entries import entry_summary, list_entries
     from .render import render_table
 
+    obj.catch_up()
     db = obj.open_db(create=False)
     with db.sessions() as session:
         entries = list_entries(session, pipeline, include_resolved=include_resolved, limit=limit)
@@ -96,6 +107,7 @@ def show_cmd(obj: Context, entry_id: int, as_json: bool) -> None:
     from ..queue.entries import entry_details, get_entry
     from .render import render_entry
 
+    obj.catch_up()
     db = obj.open_db(create=False)
     with db.sessions() as session:
         entry = get_entry(session, entry_id)
@@ -149,18 +161,69 @@ def stats_cmd(obj: Context, fmt: str, output: Path | None) -> None:
         neuroflow-recover stats
         neuroflow-recover stats --format csv --output dead-letters.csv
     """
-    from ..logsetup import get_logger
     from ..queue.stats import queue_stats
     from .render import render_stats
 
+    obj.catch_up()
     db = obj.open_db(create=False)
     with db.sessions() as session:
         text = render_stats(queue_stats(session), fmt)
-    if output is None:
-        click.echo(text)
-        return
-    try:
-        output.write_text(text + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise NeuroflowError(f"cannot write {output}: {exc}") from exc
-    get_logger(__name__).info("statistics written", path=str(output))
+    write_output(text, output)
+
+
+@cli.command("status", short_help="Where every session stands, stage by stage.")
+@click.option("--subject", default=None, help="Only this subject (label without sub-).")
+@click.option(
+    "--stage", "stages", multiple=True, type=click.Choice(STATUS_STAGES),
+    help="Only this stage (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--state", "states", multiple=True, type=click.Choice(STATUS_STATES),
+    help="Only rows in this state (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
+    show_default=True,
+)  # fmt: skip
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write to this file instead of stdout.",
+)  # fmt: skip
+@click.pass_obj
+@library_errors
+def status_cmd(obj: Context, subject, stages, states, fmt, output) -> None:
+    """Every session of the sheet, every stage: done, failed (with its dead-letter entry),
+    running, pending, or blocked by an upstream failure. Counts first, then the sessions.
+
+    Computed from the outputs on disk, the queue and the step runner's markers, without
+    building Snakemake's DAG. The HTML report is one self-contained file.
+
+    \b
+    Examples:
+        neuroflow-recover status
+        neuroflow-recover status --state failed --state blocked
+        neuroflow-recover status --format csv --output status.csv
+        neuroflow-recover status --format html --output status.html
+    """
+    from ..queue.status import build_board
+    from ..workflow.sheet import load_sessions
+    from . import render
+
+    obj.catch_up()
+    cfg = obj.config()
+    sheet = load_sessions(_in(obj.directory, cfg["sessions"]))
+    with obj.open_db_or_empty().sessions() as session:
+        board = build_board(session, obj.directory, cfg, sheet, subject=subject)
+    if subject is not None and not board.sessions:
+        raise NeuroflowError(f"subject {subject!r} is not in the sessions sheet")
+    if fmt == "html":
+        from .status_html import render_status_html
+
+        text = render_status_html(board, obj.command_line())
+    elif fmt == "json":
+        text = json.dumps(board.to_dict(), indent=2, sort_keys=True)
+    elif fmt == "csv":
+        text = render.render_status_csv(board, stages, states)
+    else:
+        text = render.render_status_table(board, stages, states)
+    write_output(text, output)

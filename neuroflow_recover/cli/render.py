@@ -9,7 +9,7 @@ from datetime import datetime
 from ..queue.entries import entry_details, entry_summary
 from ..queue.models import DeadLetterEntry
 from ..queue.stats import STAT_GROUPS, stats_frame
-from ..recover.invocation import show_command
+from ..workflow.invocation import show_command
 
 FORMATS = ("table", "csv", "json")
 
@@ -242,3 +242,80 @@ def render_retry(outcomes) -> str:
                 f"  new entries for other jobs: {', '.join(map(str, outcome.new_entries))}"
             )
     return "\n".join(lines)
+
+
+# --- status ---------------------------------------------------------------------------
+
+STATUS_CSV_COLUMNS = (
+    "subject", "session", "stage", "state", "since", "entry_id", "error_type", "slurm_job_id",
+    "evidence",
+)  # fmt: skip
+
+
+def status_rows(board, stages=None, states=None) -> list[dict]:
+    """One record per (session, stage), filtered by stage and state (None: all)."""
+    rows = []
+    for row in board.sessions:
+        for stage, cell in row.stages.items():
+            if (stages and stage not in stages) or (states and cell.state not in states):
+                continue
+            rows.append(
+                {
+                    "subject": row.subject,
+                    "session": row.session,
+                    "stage": stage,
+                    "state": cell.state,
+                    "since": cell.since,
+                    "entry_id": cell.entry_id,
+                    "error_type": cell.error_type,
+                    "slurm_job_id": cell.slurm_job_id,
+                    "evidence": cell.evidence,
+                }
+            )
+    return rows
+
+
+def render_status_csv(board, stages=None, states=None) -> str:
+    """Header row, one record per (session, stage), ISO times in UTC."""
+    import pandas as pd
+
+    frame = pd.DataFrame(status_rows(board, stages, states), columns=list(STATUS_CSV_COLUMNS))
+    frame["entry_id"] = frame["entry_id"].astype("Int64")
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue().rstrip("\n")
+
+
+def render_status_table(board, stages=None, states=None) -> str:
+    """The counts per stage and state, then one row per session (filtered)."""
+    from ..queue.status import STAGES, STATES
+
+    counts = board.counts()
+    shown_stages = [s for s in STAGES if not stages or s in stages]
+    subjects = len({row.subject for row in board.sessions})
+    lines = [f"{len(board.sessions)} session(s) of {subjects} subject(s), {board.generated_at}"]
+    header = ["STAGE", *(state.upper() for state in STATES)]
+    table = [[stage, *(str(counts[stage][state]) for state in STATES)] for stage in STAGES]
+    lines += _aligned([header, *table])
+    rows = [
+        [row.subject, row.session, *(_status_cell(row.stages[s]) for s in shown_stages)]
+        for row in board.sessions
+        if not states or any(row.stages[s].state in states for s in shown_stages)
+    ]
+    if rows:
+        lines.append("")
+        lines += _aligned([["SUBJECT", "SESSION", *(s.upper() for s in shown_stages)], *rows])
+    return "\n".join(lines)
+
+
+def _status_cell(cell) -> str:
+    if cell.state == "failed":
+        return f"failed #{cell.entry_id} {cell.error_type}"
+    if cell.state == "running" and cell.slurm_job_id:
+        return f"running (SLURM {cell.slurm_job_id})"
+    return cell.state
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]

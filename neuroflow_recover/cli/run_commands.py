@@ -39,8 +39,8 @@ def run_cmd(obj: Context, profile, unlock, delay_scale, as_json, stall_seconds, 
         neuroflow-recover --configfile study.yaml run --profile profiles/slurm
         neuroflow-recover run -- --cores 4 results/derivatives/qsiparc/sub-01
     """
-    from ..recover.invocation import Invocation, split_targets
     from ..recover.run import run_workflow
+    from ..workflow.invocation import Invocation, split_targets
     from .render import render_run_summary
 
     options, targets = split_targets(list(snakemake_args))
@@ -86,6 +86,7 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
     from ..recover.retry import RetryOptions, retry_entry
     from .render import render_retry
 
+    obj.catch_up()
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
     with obj.open_db(create=False).sessions() as session:
@@ -116,6 +117,7 @@ def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall
     from ..recover.retry import RetryOptions, retry_all
     from .render import render_retry
 
+    obj.catch_up()
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
     with obj.open_db(create=False).sessions() as session:

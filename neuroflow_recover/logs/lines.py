@@ -47,7 +47,7 @@ SRUN_SIGNAL = re.compile(
 LIST_SPLIT = re.compile(r", (?=[A-Za-z_][\w]*=)")
 LOG_SUFFIX_NOTE = "(check log file(s) for error details)"
 SHELL_END = "        (command exited with non-zero exit code)"
-HEADER_FIELD = re.compile(r"  (Date|Snakemake version|Working directory): (.*)")
+HEADER_FIELD = re.compile(r"  (Date|Snakemake version|Working directory|Command): (.*)")
 ELAPSED = re.compile(r"Elapsed time: (?:(\d{1,6}) days?, )?(\d{1,2}):(\d\d):(\d\d(?:\.\d{1,9})?)")
 RUN_ID_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d{6}(?:\.\d+)?)")
 # lines that occur in every kind of Snakemake main log (used to recognise one)

@@ -1,4 +1,4 @@
-"""Where Snakemake keeps its files in a working directory: main logs, locks, SLURM logs."""
+"""Where Snakemake keeps its files in a working directory, and whether a run is using it."""
 
 from __future__ import annotations
 
@@ -37,6 +37,62 @@ def lock_files(workdir: str | os.PathLike) -> list[Path]:
         return sorted(directory.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def running_snakemake(workdir: Path) -> list[int]:
+    """PIDs of Snakemake processes working in `workdir` (cwd or --directory)."""
+    import psutil
+
+    target = Path(workdir).resolve()
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if process.pid in mine:
+                continue
+            cmdline = process.info.get("cmdline") or []
+            if not _is_snakemake(cmdline):
+                continue
+            where = _directory_arg(cmdline)
+            cwd = Path(process.cwd())
+            directory = (cwd / where).resolve() if where else cwd.resolve()
+            if directory == target:
+                found.append(process.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _is_snakemake(cmdline: list[str]) -> bool:
+    if not cmdline:
+        return False
+    if Path(cmdline[0]).name == "snakemake":
+        return True
+    if Path(cmdline[0]).name.startswith("python"):
+        rest = cmdline[1:]
+        if rest[:2] == ["-m", "snakemake"]:
+            return True
+        if rest and Path(rest[0]).name == "snakemake":
+            return True
+    return False
+
+
+def _directory_arg(cmdline: list[str]) -> str | None:
+    for index, arg in enumerate(cmdline):
+        if arg in ("-d", "--directory") and index + 1 < len(cmdline):
+            return cmdline[index + 1]
+        if arg.startswith("--directory="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run_in_progress(workdir: str | os.PathLike) -> bool:
+    """A Snakemake run is working in `workdir`: it holds the lock and its process lives.
+
+    Locks without a live Snakemake process (one killed with SIGKILL) are stale. A run on
+    another machine (a second login node) cannot be seen: its log is then read as it is.
+    """
+    return bool(lock_files(workdir)) and bool(running_snakemake(Path(workdir)))
 
 
 def display_path(path: str | os.PathLike, workdir: str | os.PathLike) -> str:

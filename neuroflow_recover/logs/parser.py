@@ -127,6 +127,7 @@ class _Parser:
         self.first_time: datetime | None = None
         self.header_date: datetime | None = None
         self.version: str | None = None
+        self.command: str | None = None  # the header's `Command:` (Snakemake's arguments)
         self.elapsed: timedelta | None = None
         self.seen_marker = False
         self.end_marker = False  # "Complete log(s):", "Nothing to be done", 100% done, unlocked
@@ -511,6 +512,8 @@ class _Parser:
         if key == "Snakemake version":
             self.version = value.strip()
             self.seen_marker = True
+        elif key == "Command":
+            self.command = value.strip()
         elif key == "Date":
             try:
                 self.header_date = datetime.strptime(
@@ -572,6 +575,7 @@ class _Parser:
             unfinished=unfinished,
             errors=workflow_errors,
             snakemake_version=self.version,
+            command=self.command,
             executor="slurm" if self.slurm else "local",
             succeeded=self.succeeded,
         )

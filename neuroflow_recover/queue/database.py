@@ -49,7 +49,7 @@ def database_url(db: str | None, workdir: Path) -> str:
     return f"sqlite:///{Path(db).absolute()}"
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
@@ -66,7 +66,7 @@ def open_database(db: str | None, workdir: Path, *, create: bool = True) -> Data
     database or a newer schema.
     """
     url = database_url(db, workdir)
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
         if not path.exists():
             if not create:
@@ -139,7 +139,7 @@ def _set_wal(cursor) -> None:
 
 
 def _check_schema(engine: Engine, url: str, *, create: bool) -> None:
-    where = _sqlite_path(url) or url
+    where = sqlite_path(url) or url
     with engine.begin() as conn:
         tables = set(inspect(conn).get_table_names())
         if SchemaInfo.__tablename__ not in tables:

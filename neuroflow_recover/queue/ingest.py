@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,12 +31,13 @@ from sqlalchemy.orm import Session
 from ..classify.classifier import Classification, Classifier
 from ..errors import LogFormatError, NeuroflowError
 from ..logs.evidence import read_evidence
-from ..logs.locations import display_path, lock_files, main_logs, run_id_of
+from ..logs.locations import display_path, main_logs, run_id_of, run_in_progress
 from ..logs.parser import parse_log
 from ..logs.records import FailedJob, RunLog
 from ..logsetup import get_logger
 from ..step.attempts import AttemptRecord, read_records
 from ..times import as_utc, local_as_utc, parse_iso
+from ..workflow.invocation import Invocation
 from ..workflow.layout import RULE_STAGE, job_key, stage_of
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import targets_for
@@ -125,6 +127,35 @@ def ingest_logs(
     return report
 
 
+def pending_logs(session: Session, workdir: Path) -> list[Path]:
+    """Main logs under `.snakemake/log/` not ingested at their present size, oldest first:
+    a name and a size per log, nothing hashed, so cheap when there is nothing new."""
+    workdir = Path(workdir)
+    known = set(session.execute(select(IngestedLog.path, IngestedLog.size)).tuples())
+    pending = []
+    for path in main_logs(workdir):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        if (display_path(path, workdir), size) not in known:
+            pending.append(path)
+    return pending
+
+
+def catch_up(session: Session, workdir: Path, cfg: dict) -> IngestReport:
+    """Ingest the main logs no command ingested yet (a run killed before its end handler,
+    or a plain `snakemake` whose handler could not write), except those of a live run."""
+    workdir = Path(workdir)
+    with session.begin():
+        paths = pending_logs(session, workdir)
+    if paths and run_in_progress(workdir):
+        paths = paths[:-1]  # the newest log is the live run's (logs are named by start)
+    if not paths:
+        return IngestReport()
+    return ingest_logs(session, workdir, cfg, paths)
+
+
 def ingest_one(
     session: Session,
     context: IngestContext,
@@ -175,17 +206,19 @@ def ingest_log(
     hold: Hold | None = None,
     carried: Mapping[str, list[AttemptEvent]] | None = None,
     leave_open: Collection[str] = (),
+    run_ended: bool = False,
 ) -> LogIngest:
     """Ingest one log inside the caller's transaction.
 
     `hold(failure) -> True` keeps a failure out of the queue (the runner retries it);
     `carried` maps job keys to attempts of earlier rounds that are put before this run's;
     entries of the job keys in `leave_open` are not closed by a success in this log (the
-    caller, `retry`, decides about them).
+    caller, `retry`, decides about them); `run_ended`: the log's run has ended although its
+    lock is still held (the run's own end handler ingests it).
     """
     path = Path(path)
     shown = display_path(path, context.workdir)
-    read = _read_new_log(session, context, path, shown)
+    read = _read_new_log(session, context, path, shown, run_ended)
     if isinstance(read, LogIngest):
         return read
     run_log, digest, size = read
@@ -223,7 +256,7 @@ def ingest_log(
 
 
 def _read_new_log(
-    session: Session, context: IngestContext, path: Path, shown: str
+    session: Session, context: IngestContext, path: Path, shown: str, run_ended: bool
 ) -> tuple[RunLog, str, int] | LogIngest:
     """(parsed log, sha256, size) of a log to ingest, or why it is not ingested now:
     unreadable, already ingested, or the log of a run still in progress."""
@@ -236,7 +269,7 @@ def _read_new_log(
     if session.scalar(select(IngestedLog.id).where(IngestedLog.sha256 == digest)) is not None:
         log.info("log already ingested", path=shown)
         return LogIngest(shown, run_id, "already-ingested")
-    locked = bool(lock_files(context.workdir))
+    locked = not run_ended and run_in_progress(context.workdir)
     try:
         run_log = parse_log(path)
     except LogFormatError as exc:
@@ -356,7 +389,7 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
         failed_at=failed_at,
         log_paths=_log_paths(job, records, workdir),
         slurm_job_ids=list(job.slurm_job_ids),
-        invocation=dict(context.invocation),
+        invocation=_invocation(run_log, context.invocation),
         error_details={
             "output": list(job.output),
             "input": _job_input(job),
@@ -372,6 +405,18 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
     failure.targets = targets_for(failure, context.cfg, sessions)
     failure.events = _events(job, run_log, records, failure, context.classifier)
     return failure
+
+
+def _invocation(run_log: RunLog, default: dict) -> dict:
+    """What the run was started with, for `retry`: the command line the log's header shows
+    (config files, profile, options), else `default` (the caller's)."""
+    if not run_log.command:
+        return dict(default)
+    try:
+        argv = shlex.split(run_log.command)[1:]
+    except ValueError:  # unbalanced quotes: the caller's invocation then
+        return dict(default)
+    return Invocation.from_snakemake_argv(argv).to_dict()
 
 
 def _tail_of(records: list[AttemptRecord]) -> list[str]:

@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 from ..errors import NeuroflowError, WorkflowLocked
-from ..logs.locations import lock_files
+from ..logs.locations import lock_files, running_snakemake
 from ..logsetup import get_logger
-from .invocation import Invocation, build_command, show_command
+from ..workflow.invocation import Invocation, build_command, show_command
 
 log = get_logger(__name__)
-
-
-def running_snakemake(workdir: Path) -> list[int]:
-    """PIDs of Snakemake processes working in `workdir` (cwd or --directory)."""
-    import psutil
-
-    target = Path(workdir).resolve()
-    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if process.pid in mine:
-                continue
-            cmdline = process.info.get("cmdline") or []
-            if not _is_snakemake(cmdline):
-                continue
-            where = _directory_arg(cmdline)
-            cwd = Path(process.cwd())
-            directory = (cwd / where).resolve() if where else cwd.resolve()
-            if directory == target:
-                found.append(process.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def _is_snakemake(cmdline: list[str]) -> bool:
-    if not cmdline:
-        return False
-    if Path(cmdline[0]).name == "snakemake":
-        return True
-    if Path(cmdline[0]).name.startswith("python"):
-        rest = cmdline[1:]
-        if rest[:2] == ["-m", "snakemake"]:
-            return True
-        if rest and Path(rest[0]).name == "snakemake":
-            return True
-    return False
-
-
-def _directory_arg(cmdline: list[str]) -> str | None:
-    for index, arg in enumerate(cmdline):
-        if arg in ("-d", "--directory") and index + 1 < len(cmdline):
-            return cmdline[index + 1]
-        if arg.startswith("--directory="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def check_lock(workdir: Path, invocation: Invocation, *, unlock: bool = False) -> None:

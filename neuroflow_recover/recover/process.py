@@ -9,9 +9,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import environment
 from ..errors import SnakemakeFailed
 from ..logsetup import get_logger
-from .invocation import show_command
+from ..workflow.invocation import show_command
 from .watchdog import Watchdog, WatchLimits, stall_seconds_from_env, stalled_error
 
 log = get_logger(__name__)
@@ -43,6 +44,7 @@ def run_snakemake(
     log.info("running snakemake", command=show_command(command), workdir=str(workdir))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[environment.CALLER_INGESTS] = "1"  # we ingest its log: its end handler need not
     env.update(extra_env or {})
     try:
         process = subprocess.Popen(

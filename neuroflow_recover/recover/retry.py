@@ -22,9 +22,9 @@ from ..queue.changes import changes_since
 from ..queue.entries import AttemptEvent, add_event, get_entry, list_entries, mark_resolved
 from ..queue.ingest import IngestContext, ingest_log
 from ..times import as_utc
+from ..workflow.invocation import Invocation, build_command, show_command
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import job_outputs, targets_for
-from .invocation import Invocation, build_command, show_command
 from .lock import check_lock
 from .process import SnakemakeRun, require_log, run_snakemake
 

@@ -24,7 +24,7 @@ from ..logs.locations import display_path
 from ..logsetup import get_logger
 from ..queue.entries import JobFailure, dead_letter, real_attempts
 from ..queue.ingest import IngestContext, LogIngest, ingest_log
-from .invocation import Invocation, build_command, show_command
+from ..workflow.invocation import Invocation, build_command, show_command
 from .lock import check_lock
 from .process import require_log, run_snakemake
 

@@ -1,4 +1,4 @@
-"""Per-attempt records written by the step runner, where Snakemake does not delete them.
+"""Per-attempt records and in-flight markers of the step runner (Snakemake never deletes them).
 
 One JSON file per attempt:
 ``<workdir>/.neuroflow/attempts/<rule>/<wildcards key>/<UTC stamp>-attempt-<n>.json``.
@@ -24,6 +24,8 @@ from ..workflow.layout import wildcards_key
 log = get_logger(__name__)
 
 ATTEMPTS_DIR = Path(".neuroflow") / "attempts"
+# <rule>/<wildcards key>.json while an attempt runs (removed when its record is written)
+RUNNING_DIR = Path(".neuroflow") / "running"
 
 
 @dataclass
@@ -168,3 +170,46 @@ def previous_chain(
             limit = _sort_key(found)
     chain.reverse()
     return chain
+
+
+def mark_running(workdir: str | os.PathLike, rec: AttemptRecord) -> Path | None:
+    """Say that an attempt has started (for `status`); None when it cannot be written."""
+    path = Path(workdir) / RUNNING_DIR / rec.rule / f"{wildcards_key(rec.wildcards)}.json"
+    data = {
+        "rule": rec.rule,
+        "wildcards": rec.wildcards,
+        "attempt": rec.attempt,
+        "started_at": rec.started_at,
+        "host": rec.host,
+        "pid": os.getpid(),
+        "slurm_job_id": rec.slurm_job_id,
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not mark the attempt as running", error=str(exc))
+        return None
+    return path
+
+
+def clear_running(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+def running_markers(workdir: str | os.PathLike) -> dict[str, dict]:
+    """`<rule>/<wildcards key>` -> the marker of every attempt that says it is running.
+
+    A marker outlives an attempt killed with SIGKILL: callers trust it only while a
+    Snakemake run is in progress in the directory."""
+    root = Path(workdir) / RUNNING_DIR
+    found: dict[str, dict] = {}
+    for path in root.glob("*/*.json"):
+        try:
+            found[f"{path.parent.name}/{path.stem}"] = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+    return found

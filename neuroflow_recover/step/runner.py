@@ -26,7 +26,7 @@ from ..logsetup import get_logger
 from ..times import utc_now_iso
 from ..workflow.config import load_config
 from ..workflow.layout import stage_of
-from .attempts import AttemptRecord, previous_record, write_record
+from .attempts import AttemptRecord, clear_running, mark_running, previous_record, write_record
 from .breaker import BreakerSettings, CircuitBreaker, signature_of
 from .messages import (
     breaker_line,
@@ -239,9 +239,13 @@ def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResu
 
     rec.started_at = utc_now_iso()
     command = fill_resources(req.command, req.resources)
-    with SignalForwarder() as signals:
-        run = run_tool(command, req.log, signals, env)
-        return _conclude(req, rec, run, cfg, breaker, env)
+    marker = mark_running(req.workdir, rec)
+    try:
+        with SignalForwarder() as signals:
+            run = run_tool(command, req.log, signals, env)
+            return _conclude(req, rec, run, cfg, breaker, env)
+    finally:
+        clear_running(marker)
 
 
 def _conclude(req, rec, run: ToolRun, cfg, breaker: CircuitBreaker, env) -> StepResult:

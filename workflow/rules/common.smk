@@ -58,6 +58,14 @@ STEP_SHELL = (
 STEP_SHELL_WITH_WORK = " ".join(("mkdir -p {params.work:q} &&", STEP_SHELL))
 
 
+def ingest_own_log(log):
+    """The run's main log into the dead-letter queue (main process only; never fails)."""
+    if workflow.is_main_process:
+        from neuroflow_recover.recover.hooks import ingest_own_log as ingest
+
+        ingest(log, [str(f) for f in workflow.overwrite_configfiles])
+
+
 def retries(rule):
     """Rule-level retries = max_attempts - 1 of the rule's stage, in the main process only.
 

@@ -12,6 +12,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# options a plain `snakemake` command line gives that an Invocation keeps apart or drops
+_INVOCATION_OPTIONS = ("--configfile", "--configfiles", "--profile", "-d", "--directory")
+
 
 @dataclass
 class Invocation:
@@ -21,6 +24,32 @@ class Invocation:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_snakemake_argv(cls, argv: list[str]) -> Invocation:
+        """What a plain `snakemake` command line (its arguments) was started with: config
+        files, profile and the other options; no targets, no --directory (retries run in
+        the workflow directory)."""
+        options, _targets = split_targets(list(argv))
+        invocation = cls()
+        index = 0
+        while index < len(options):
+            name, equals, value = options[index].partition("=")
+            index += 1
+            if name not in _INVOCATION_OPTIONS:
+                invocation.snakemake_args.append(options[index - 1])
+                continue
+            values = [value] if equals else []
+            while not equals and index < len(options) and not options[index].startswith("-"):
+                values.append(options[index])
+                index += 1
+                if name not in ("--configfile", "--configfiles"):
+                    break
+            if name in ("--configfile", "--configfiles"):
+                invocation.configfiles += values
+            elif name == "--profile" and values:
+                invocation.profile = values[0]
+        return invocation
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Invocation:
