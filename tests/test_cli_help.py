@@ -19,6 +19,7 @@ Commands:
   run        Run the workflow; retry transient failures; queue the rest.
   show       Everything about one entry.
   stats      Queue statistics (table, CSV or JSON).
+  status     Where every session stands, stage by stage.
 """
 
 EXIT_STATUS = """\

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dlq_workflows import behave, main_logs, make_toy_workflow
@@ -120,6 +121,9 @@ def test_status_table_and_its_csv_json_html(failed_run, tmp_path):
     assert text.endswith("\n") and not text.endswith("\n\n")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 16
+    frame = pd.read_csv(io.StringIO(text), dtype=str)  # loads without cleaning
+    assert frame.shape == (16, 9) and list(frame.columns)[:4] == [
+        "subject", "session", "stage", "state"]  # fmt: skip
     counted = {stage: dict.fromkeys(COUNTS[stage], 0) for stage in COUNTS}
     for row in rows:
         counted[row["stage"]][row["state"]] += 1

@@ -182,7 +182,7 @@ def _failures_chart(board: Board, width: int = 300, height: int = 140) -> str:
 
 
 def _pipeline_chart(name, by_day, days, peak, width, height) -> str:
-    bar = max(1.0, (width - 40) / len(days))
+    bar = min(24.0, max(1.0, (width - 40) / len(days)))
     scale = (height - 30) / peak
     bars = []
     for index, day in enumerate(days):

@@ -66,7 +66,7 @@ class Board:
     generated_at: str
     sessions: list[SessionStatus]
     entries: list[OpenEntry] = field(default_factory=list)
-    # (day, pipeline, error class) -> entries that failed that day, resolved ones included
+    # (day, pipeline, error class) -> entries whose last failure was that day (resolved too)
     failures_by_day: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -164,7 +164,7 @@ class _Cells:
     def get(self, stage: str, s: Session, upstream_broken: bool = False) -> Cell:
         wildcards = {"subject": s.subject} if stage == "qsiprep" else s.wildcards
         key = job_key(STAGE_RULE[stage], wildcards)
-        outputs = _outputs(self.layout, stage, s)
+        outputs = stage_outputs(self.layout, stage, s)
         return _cell(outputs, self.entries.get(key), self.running.get(key), upstream_broken,
                      self.listing)  # fmt: skip
 
@@ -178,7 +178,7 @@ class _Cells:
         return SessionStatus(s.subject, s.session, stages)
 
 
-def _outputs(layout: Layout, stage: str, s: Session) -> list[str]:
+def stage_outputs(layout: Layout, stage: str, s: Session) -> list[str]:
     """What this session's job of `stage` writes (QSIPrep: its report and this session's
     preprocessed DWI)."""
     if stage == "bids_conversion":
@@ -236,11 +236,11 @@ def _open_entry(entry: DeadLetterEntry) -> OpenEntry:
 
 def _failures_by_day(db: DbSession) -> dict[tuple[str, str, str], int]:
     rows = db.execute(
-        select(DeadLetterEntry.created_at, DeadLetterEntry.pipeline_name, DeadLetterEntry.error_type)
+        select(DeadLetterEntry.failed_at, DeadLetterEntry.pipeline_name, DeadLetterEntry.error_type)
     ).tuples()
     counts: Counter = Counter()
-    for created, pipeline, error_type in rows:
-        moment = as_utc(created)
+    for failed, pipeline, error_type in rows:
+        moment = as_utc(failed)
         day = moment.date().isoformat() if moment is not None else "unknown"
         counts[(day, pipeline, error_type)] += 1
     return dict(counts)

@@ -20,6 +20,7 @@ gives absolute ones. Each path function takes labels without prefixes; pass
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -66,8 +67,9 @@ def wildcards_key(wildcards: Any) -> str:
     Sorted ``key-value`` pairs joined by ``_`` (``all`` without wildcards): a stable,
     file-name-safe key for one job (attempt records, dead-letter entries).
     """
-    items = wildcards_dict(wildcards).items()
-    return "_".join(f"{k}-{v}" for k, v in sorted(items)) or "all"
+    if type(wildcards) is not dict:  # a plain dict of str (the usual case) is used as is
+        wildcards = wildcards_dict(wildcards)
+    return "_".join(f"{k}-{v}" for k, v in sorted(wildcards.items())) or "all"
 
 
 def job_key(rule: str, wildcards: Any) -> str:
@@ -82,11 +84,12 @@ class ScalarMap:
     workflow: str  # derivatives/qsirecon-<workflow>
     file: str  # entities after sub-S_ses-E_, e.g. space-ACPC_model-dki_param-fa_dwimap.nii.gz
 
-    @property
+    @functools.cached_property
     def software(self) -> str:
         """The name QSIParc gives the workflow (``MRtrix3_act-HSVS`` -> ``MRtrix3actHSVS``)."""
         return self.workflow.replace("_", "").replace("-", "")
 
+    @functools.cache  # noqa: B019 - a few maps per config, each asked once per session
     def entities(self) -> str:
         """``space-ACPC_model-dki_param-fa``: the map's entities as QSIParc copies them."""
         pairs = {m.group("key"): m.group("val") for m in _ENTITY_RE.finditer(self.file)}
@@ -121,44 +124,43 @@ class Layout:
         )
 
     # --- directories ---------------------------------------------------------------
-    @property
+    @functools.cached_property
     def bids_dir(self) -> str:
         return f"{self.output_dir}/bids"
 
-    @property
+    @functools.cached_property
     def qsiprep_dir(self) -> str:
         return f"{self.output_dir}/derivatives/qsiprep"
 
-    @property
+    @functools.cached_property
     def qsirecon_dir(self) -> str:
         return f"{self.output_dir}/derivatives/qsirecon"
 
-    @property
+    @functools.cached_property
     def qsiparc_dir(self) -> str:
         return f"{self.output_dir}/derivatives/qsiparc"
 
-    @property
+    @functools.cached_property
     def logs_dir(self) -> str:
         return f"{self.output_dir}/logs"
 
-    @property
+    @functools.cached_property
     def benchmarks_dir(self) -> str:
         return f"{self.output_dir}/benchmarks"
 
     # --- BIDS (HeudiConv) ----------------------------------------------------------
-    @property
+    @functools.cached_property
     def dataset_description(self) -> str:
         return f"{self.bids_dir}/dataset_description.json"
 
+    @functools.cached_property
+    def _bids_parts(self) -> tuple[tuple[str, str], ...]:
+        return tuple(tuple(item.split("/", 1)) for item in self.bids_files)
+
     def bids_session_files(self, subject: str, session: str) -> list[str]:
-        out = []
-        for item in self.bids_files:
-            datatype, entities = item.split("/", 1)
-            out.append(
-                f"{self.bids_dir}/sub-{subject}/ses-{session}/{datatype}/"
-                f"{_prefix(subject, session)}_{entities}"
-            )
-        return out
+        prefix = _prefix(subject, session)
+        where = f"{self.bids_dir}/sub-{subject}/ses-{session}"
+        return [f"{where}/{datatype}/{prefix}_{entities}" for datatype, entities in self._bids_parts]
 
     # --- QSIPrep -------------------------------------------------------------------
     def qsiprep_report(self, subject: str) -> str:
