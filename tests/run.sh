@@ -4,11 +4,12 @@
 # stops by PID. Where SLURM cannot be installed the SLURM part is skipped with a printed
 # reason, except under CI=true, where that is a failure. NEUROFLOW_SKIP_SLURM=1 skips it on
 # purpose (never set in CI). Arguments are passed to the default suite's pytest.
-# pytest's exit code 5 ("no tests collected", e.g. a -k selection) is not a failure here.
+# pytest's exit code 5 ("no tests collected") is a failure: a suite that collected nothing
+# tested nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-pytest_status() { [ "$1" -eq 5 ] && { echo "pytest collected no tests" >&2; return 0; }; return "$1"; }
+pytest_status() { [ "$1" -eq 5 ] && echo "pytest collected no tests: a failure" >&2; return "$1"; }
 
 pytest "$@"
 pytest_status $?; status=$?
