@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from .secrets import redact_event
+
 
 def configure(verbosity: int = 0) -> None:
     level = logging.WARNING - 10 * verbosity  # -v info, -vv debug
@@ -18,6 +20,7 @@ def configure(verbosity: int = 0) -> None:
     )
     structlog.configure(
         processors=[
+            redact_event,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

@@ -13,7 +13,7 @@ from helpers import REPO
 
 PACKAGE = REPO / "neuroflow_recover"
 # a module may import from its own layer or an earlier one (docs/architecture.md, "Layers")
-LAYERS = ["base", "classify", "workflow", "logs", "step", "queue", "recover", "cli"]
+LAYERS = ["base", "classify", "workflow", "logs", "step", "queue", "notify", "recover", "cli"]
 
 
 def modules() -> dict[str, ast.Module]:

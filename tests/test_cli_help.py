@@ -13,6 +13,8 @@ Commands:
   exec       Run one attempt of a rule's tool (every rule's command).
   ingest     Queue the failed jobs of Snakemake main logs.
   list       List dead-letter entries, newest first.
+  notify     Deliver pending notifications, or send a test.
+  purge      Remove resolved entries older than the retention.
   resolve    Mark an entry resolved without a retry.
   retry      Re-run one entry's job; resolve it if it succeeds.
   retry-all  Retry every unresolved entry of a pipeline.

@@ -76,7 +76,6 @@ class Context:
             db = self.open_db()
             with db.sessions() as session:
                 report = catch_up(session, self.directory, cfg)
-            db.dispose()
         except NeuroflowError as exc:
             logsetup.get_logger(__name__).warning("new Snakemake logs not ingested", error=str(exc))
             return
@@ -86,6 +85,19 @@ class Context:
                 logs=[item.path for item in report.logs],
                 entries=report.entry_ids,
             )
+        self.aftercare(cfg, ingested=bool(report.logs), db=db)
+        db.dispose()
+
+    def aftercare(self, cfg: dict | None, *, ingested: bool, db=None):
+        """After writing the queue: purge (auto_cleanup), breaker news, notifications."""
+        from ..recover.aftercare import aftercare
+
+        if db is None:
+            try:
+                db = self.open_db(create=False)
+            except NeuroflowError:
+                return []  # no queue yet: nothing to purge or to tell
+        return aftercare(db, self.directory, cfg, self.command_line(), ingested=ingested)
 
     def command_line(self) -> str:
         """How this neuroflow-recover was called (global options), for commands we print."""

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import NeuroflowError
-from .app import Context, cli, current_user, echo_json, library_errors, write_output
+from ..errors import ExitCode, NeuroflowError
+from . import render
+from .app import Context, cli, current_user, echo_json, exit_with, library_errors, write_output
 from .options import json_option
 
 # the choices of `status` (queue.status.STAGES / STATES, without importing SQLAlchemy here)
@@ -52,6 +53,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
             list(logs) or None,
             invocation=Invocation(list(obj.configfiles)).to_dict(),
         )
+    obj.aftercare(cfg, ingested=True, db=db)
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -227,3 +229,67 @@ def status_cmd(obj: Context, subject, stages, states, fmt, output) -> None:
     else:
         text = render.render_status_table(board, stages, states)
     write_output(text, output)
+
+
+@cli.command("notify", short_help="Deliver pending notifications, or send a test.")
+@click.option("--test", "test", is_flag=True, help="Send a test message to every channel.")
+@json_option
+@click.pass_obj
+@library_errors
+def notify_cmd(obj: Context, test: bool, as_json: bool) -> None:
+    """Deliver the notifications still pending (a channel was down), or with --test send a
+    test message to every configured channel and say whether each accepted it.
+
+    Exit status 0 when every channel accepted what it was sent, 1 otherwise.
+
+    \b
+    Examples:
+        neuroflow-recover notify --test
+        neuroflow-recover notify
+    """
+    from ..notify.deliver import test_message
+    from ..queue.outbox import configured_channels
+
+    cfg = obj.config()
+    if not configured_channels(cfg):
+        raise NeuroflowError(
+            "no notification channel configured (error_handling.notifications: "
+            "slack_webhook, email_recipients or apprise_urls)"
+        )
+    sent = test_message(cfg) if test else obj.aftercare(cfg, ingested=False)
+    if as_json:
+        echo_json([item.to_dict() for item in sent])
+    else:
+        click.echo(render.render_sent(sent, test))
+    exit_with(ExitCode.FAILED if any(item.status == "failed" for item in sent) else ExitCode.OK)
+
+
+@cli.command("purge", short_help="Remove resolved entries older than the retention.")
+@click.option(
+    "--older-than", "days", type=click.IntRange(min=0), default=None, metavar="DAYS",
+    help="Resolved more than DAYS ago [default: error_handling.dead_letter.retention_days].",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Print what would be removed, remove nothing.")
+@json_option
+@click.pass_obj
+@library_errors
+def purge_cmd(obj: Context, days: int | None, dry_run: bool, as_json: bool) -> None:
+    """Remove RESOLVED entries (with their history), delivered notifications and the
+    attempt records of jobs that succeeded, older than the retention. Unresolved entries
+    are never removed.
+
+    \b
+    Examples:
+        neuroflow-recover purge --dry-run
+        neuroflow-recover purge --older-than 30
+    """
+    from ..queue.retention import purge, retention_days
+
+    cfg = obj.config_if_any() or {}
+    days = retention_days(cfg) if days is None else days
+    with obj.open_db(create=False).sessions() as session:
+        report = purge(session, obj.directory, days, dry_run)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(render.render_purge(report))

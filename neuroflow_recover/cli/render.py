@@ -319,3 +319,32 @@ def _status_cell(cell) -> str:
 def _aligned(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def render_sent(sent, test: bool) -> str:
+    """`notify`: each channel's verdict."""
+    if not sent:
+        return "nothing to deliver"
+    lines = []
+    for item in sent:
+        if test:
+            verdict = "accepted" if item.status == "delivered" else f"FAILED: {item.error}"
+            lines.append(f"{item.channel}: test message {verdict}")
+        elif item.status == "nothing":
+            lines.append(f"{item.channel}: nothing pending")
+        elif item.status == "failed":
+            lines.append(f"{item.channel}: {item.notifications} pending, FAILED: {item.error}")
+        else:
+            lines.append(f"{item.channel}: {item.notifications} notification(s) {item.status}")
+    return "\n".join(lines)
+
+
+def render_purge(report) -> str:
+    """`purge`: what was (or, dry, would be) removed."""
+    verb = "would remove" if report.dry_run else "removed"
+    ids = ", ".join(map(str, report.entry_ids)) or "none"
+    return (
+        f"{verb}: {len(report.entry_ids)} resolved entr(y/ies) older than "
+        f"{report.older_than_days} days ({ids}); {report.notifications} delivered "
+        f"notification(s); attempt records of {report.attempt_jobs} finished job(s)"
+    )

@@ -58,6 +58,7 @@ def run_cmd(obj: Context, profile, unlock, delay_scale, as_json, stall_seconds, 
             unlock=unlock,
             stall_seconds=stall_seconds,
         )
+    obj.aftercare(cfg, ingested=True, db=db)
     if as_json:
         echo_json(summary.to_dict())
     else:
@@ -89,8 +90,10 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
     obj.catch_up()
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
-    with obj.open_db(create=False).sessions() as session:
+    db = obj.open_db(create=False)
+    with db.sessions() as session:
         outcome = retry_entry(session, entry_id, obj.directory, cfg, options)
+    obj.aftercare(cfg, ingested=not dry_run, db=db)
     if as_json:
         echo_json(outcome.to_dict())
     else:
@@ -120,8 +123,10 @@ def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall
     obj.catch_up()
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
-    with obj.open_db(create=False).sessions() as session:
+    db = obj.open_db(create=False)
+    with db.sessions() as session:
         outcomes = retry_all(session, pipeline, obj.directory, cfg, options)
+    obj.aftercare(cfg, ingested=not dry_run, db=db)
     if as_json:
         echo_json([outcome.to_dict() for outcome in outcomes])
     else:

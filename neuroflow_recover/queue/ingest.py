@@ -41,8 +41,9 @@ from ..workflow.invocation import Invocation
 from ..workflow.layout import RULE_STAGE, job_key, stage_of
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import targets_for
-from .entries import AttemptEvent, JobFailure, dead_letter, mark_resolved
+from .entries import AttemptEvent, JobFailure, dead_letter, mark_resolved, open_entry
 from .models import DeadLetterEntry, IngestedLog
+from .outbox import NotifySettings, enqueue_dead_letters
 
 log = get_logger(__name__)
 
@@ -177,16 +178,19 @@ class IngestContext:
     cfg: dict
     invocation: dict
     classifier: Classifier
+    notify: NotifySettings
     _sessions: list | None = None
     _sessions_loaded: bool = False
 
     @classmethod
     def build(cls, workdir: Path, cfg: dict, invocation: dict | None = None) -> IngestContext:
+        invocation = dict(invocation or {})
         return cls(
             workdir=Path(workdir),
             cfg=cfg,
-            invocation=dict(invocation or {}),
+            invocation=invocation,
             classifier=Classifier.from_config(cfg),
+            notify=NotifySettings.from_config(cfg, _command(workdir, invocation)),
         )
 
     @property
@@ -223,6 +227,7 @@ def ingest_log(
         return read
     run_log, digest, size = read
     result = LogIngest(shown, run_log.run_id, "ingested", run_errors=list(run_log.errors))
+    new_entries = []
     for job in run_log.failed_jobs:
         failure = build_failure(context, run_log, job)
         _put_carried_first(failure, (carried or {}).get(failure.job_key, []))
@@ -230,9 +235,12 @@ def ingest_log(
         if hold is not None and hold(failure):
             result.held.append(failure)
             continue
+        was_open = open_entry(session, failure.job_key) is not None
         entry = dead_letter(session, failure)
         if entry is not None:
             result.entry_ids.append(entry.id)
+            if not was_open:
+                new_entries.append(entry)
             log.warning(
                 "dead-lettered",
                 entry_id=entry.id,
@@ -241,6 +249,7 @@ def ingest_log(
                 error_type=failure.error_type,
                 attempts=entry.attempts,
             )
+    enqueue_dead_letters(session, new_entries, context.notify)  # in this transaction
     result.resolved_ids = close_succeeded(session, run_log, shown, leave_open)
     session.add(
         IngestedLog(
@@ -405,6 +414,14 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
     failure.targets = targets_for(failure, context.cfg, sessions)
     failure.events = _events(job, run_log, records, failure, context.classifier)
     return failure
+
+
+def _command(workdir: Path, invocation: dict) -> str:
+    """How a reader of a notification calls neuroflow-recover for this workflow."""
+    words = ["neuroflow-recover", "-d", str(Path(workdir).absolute())]
+    for name in invocation.get("configfiles") or []:
+        words += ["--configfile", name]
+    return shlex.join(words)
 
 
 def _invocation(run_log: RunLog, default: dict) -> dict:

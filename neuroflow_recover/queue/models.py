@@ -7,7 +7,9 @@
 * `AttemptHistory`: one row per attempt of an entry; `event_key` is unique so ingesting the
   same evidence twice adds nothing.
 * `IngestedLog`: the Snakemake main logs already ingested (by sha256).
-* `SchemaInfo`: the schema version of the file (checked by `db`).
+* `Notification` / `Delivery`: the outbox: a message recorded in the transaction of the
+  entries it reports, and its delivery to each channel (pending until a channel accepted it).
+* `SchemaInfo`: the schema version of the file (checked by `database`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -173,3 +176,45 @@ class IngestedLog(Base):
     run_id: Mapped[str] = mapped_column(String(128))
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Notification(Base):
+    """A message about new dead letters or a circuit-breaker trip, waiting in the outbox."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # dead_letter | circuit_breaker
+    # set for messages that could be enqueued twice (a breaker announcement): unique
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    entry_ids: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="notification", cascade="all, delete-orphan"
+    )
+
+
+class Delivery(Base):
+    """One notification to one channel: pending until the channel accepted it."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (UniqueConstraint("notification_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(64))  # webhook | email | apprise
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)  # secrets masked
+    claim: Mapped[str | None] = mapped_column(String(64))  # the sender working on it
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the message it went out in (a digest carries several notifications)
+    message_id: Mapped[str | None] = mapped_column(String(64))
+
+    notification: Mapped[Notification] = relationship(back_populates="deliveries")

@@ -18,6 +18,7 @@ from ..queue.database import open_database
 from ..queue.ingest import IngestContext, ingest_log
 from ..workflow.config import load_config
 from ..workflow.invocation import Invocation
+from .aftercare import aftercare
 
 log = get_logger(__name__)
 
@@ -53,9 +54,10 @@ def _ingest(main_log: Path, configfiles: list[str], workdir: Path) -> str:
     invocation = Invocation.from_snakemake_argv(sys.argv[1:]).to_dict()
     db = open_database(os.environ.get(environment.DB), workdir)
     try:
+        context = IngestContext.build(workdir, cfg, invocation)
         with db.sessions() as session, session.begin():
-            context = IngestContext.build(workdir, cfg, invocation)
             result = ingest_log(session, context, main_log, run_ended=True)
+        aftercare(db, workdir, cfg, context.notify.command, ingested=True)
     finally:
         db.dispose()
     entries = ", ".join(map(str, result.entry_ids)) or "none"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -213,3 +214,26 @@ def running_markers(workdir: str | os.PathLike) -> dict[str, dict]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def purge_records(workdir: str | os.PathLike, before: datetime, dry_run: bool = False) -> int:
+    """Remove the records of jobs whose latest attempt succeeded and ended before `before`
+    (a job that failed last keeps its history); returns how many jobs' records went."""
+    removed = 0
+    root = Path(workdir) / ATTEMPTS_DIR
+    for directory in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        records = []
+        for path in directory.glob("*.json"):
+            try:
+                records.append(read_record(path))
+            except (OSError, ValueError, TypeError):
+                continue
+        if not records:
+            continue
+        latest = max(records, key=_sort_key)
+        ended = parse_iso(latest.ended_at)
+        if latest.succeeded and ended is not None and ended < before:
+            removed += 1
+            if not dry_run:
+                shutil.rmtree(directory, ignore_errors=True)
+    return removed

@@ -210,3 +210,18 @@ class CircuitBreaker:
         except FileNotFoundError:
             pass  # another process retired it first
         return True
+
+
+def announcements(workdir: str | os.PathLike) -> list[dict]:
+    """The breakers that opened and were announced (`<sig>.json`), newest state each: what
+    a login-node process turns into notifications (compute nodes may reach no server)."""
+    found = []
+    for path in sorted((Path(workdir) / BREAKER_DIR).glob("*.json")):
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            data["key"] = f"breaker:{path.stem}:{int(float(data.get('opened_at') or 0))}"
+            found.append(data)
+    return found

@@ -1,0 +1,1 @@
+"""Notifications: the channels (webhook, e-mail, Apprise) and delivering the outbox."""
