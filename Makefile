@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[tools,dev]'
 	# QSIParc without its optional plotting stack (vtk, ~1 GB) that it never imports
 	$(BIN)/python -m pip install -q --no-deps qsiparc==0.1.2 parcellate==0.4.2
+	# Snakemake lists logger plugins with pkgutil, which does not see editable installs:
+	# a path entry with the plugin package as a link to its source
+	mkdir -p $(VENV)/plugins
+	ln -sfn $(CURDIR)/neuroflow_recover/logger_plugin $(VENV)/plugins/snakemake_logger_plugin_neuroflow
+	$(BIN)/python -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'neuroflow-plugins.pth').write_text('$(CURDIR)/$(VENV)/plugins\n')"
 	touch $(STAMP)
 
 example: $(STAMP)

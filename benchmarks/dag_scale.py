@@ -14,6 +14,7 @@ DAG, same jobs): ``--rerun-triggers mtime``, ``--quiet all`` and no ``--quiet`` 
     python benchmarks/dag_scale.py                      # 10,000 sessions
     python benchmarks/dag_scale.py --sessions 2000 --floor --variants
     python benchmarks/dag_scale.py --baseline HEAD~1 --repeat 3   # this tree vs a revision
+    python benchmarks/dag_scale.py --plugin                       # the logger plugin's cost
 
 Measured (Snakemake 9.27.1, 2 loaded cores, 10,000 sessions = 35,002 jobs): ~58 s CPU
 before the scale work, ~50 s after, the static-rule floor ~37-40 s. Variants: printing every
@@ -198,6 +199,23 @@ def compare(root: Path, rev: str, repeat: int) -> None:
     )
 
 
+def plugin_overhead(root: Path, repeat: int) -> None:
+    """The same dry run with and without the neuroflow logger plugin, alternately."""
+    extra = ["--configfile", str(root / "config.yaml")]
+    snakefile = REPO / "workflow" / "Snakefile"
+    runs: dict[str, list[dict]] = {"with": [], "without": []}
+    for _ in range(repeat):
+        runs["without"].append(dry_run(root, snakefile, extra))
+        runs["with"].append(dry_run(root, snakefile, [*extra, "--logger", "neuroflow"]))
+    cpu = {name: statistics.median(r["cpu_s"] for r in items) for name, items in runs.items()}
+    wall = {name: statistics.median(r["wall_s"] for r in items) for name, items in runs.items()}
+    print(
+        f"logger plugin: median of {repeat}: with {cpu['with']:.1f} s CPU / {wall['with']:.1f} s "
+        f"wall, without {cpu['without']:.1f} s CPU / {wall['without']:.1f} s wall; "
+        f"with/without CPU {cpu['with'] / cpu['without']:.3f} (target <= 1.05)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
@@ -210,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", metavar="REV", help="also time git revision REV, alternately, and compare"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each with --baseline")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, --baseline/--plugin")
+    parser.add_argument(
+        "--plugin", action="store_true", help="also time the logger plugin's overhead"
+    )
     args = parser.parse_args(argv)
 
     from neuroflow_recover.workflow.sheet import load_sessions
@@ -234,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.baseline:
             compare(root, args.baseline, args.repeat)
+        if args.plugin:
+            plugin_overhead(root, args.repeat)
         if args.variants:
             for name, options in VARIANTS.items():
                 variant = dry_run(

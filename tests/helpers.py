@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # neuroflow-recover, snakemake, heudiconv, qsiparc
 SNAKEFILE = REPO / "workflow" / "Snakefile"
+# the secret part of the test webhook's URL (tests check it never leaks)
+TOKEN = "T0SECRETTOKEN/B0HOOKSECRET/xyzzyWebhookToken42"
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -38,3 +43,35 @@ def copy_example(root: Path, subjects: int, sessions: int) -> Path:
         cwd=root, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     return root
+
+
+class Webhook:
+    """A real HTTP server on loopback that records the JSON bodies POSTed to it."""
+
+    def __init__(self, port: int = 0):
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                outer.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/services/{TOKEN}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

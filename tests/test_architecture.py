@@ -13,7 +13,10 @@ from helpers import REPO
 
 PACKAGE = REPO / "neuroflow_recover"
 # a module may import from its own layer or an earlier one (docs/architecture.md, "Layers")
-LAYERS = ["base", "classify", "workflow", "logs", "step", "queue", "notify", "recover", "cli"]
+LAYERS = [
+    "base", "classify", "workflow", "logs", "step", "queue", "notify", "recover", "cli",
+    "logger_plugin",
+]  # fmt: skip
 
 
 def modules() -> dict[str, ast.Module]:
@@ -115,3 +118,15 @@ def test_the_snakefile_imports_neither_sqlalchemy_nor_click():
         "neuroflow_recover.workflow.layout",
         "neuroflow_recover.workflow.sheet",
     }
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages (the logger plugin's mapping needs the list)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])  # fmt: skip
+    found = {
+        ".".join(path.parent.relative_to(REPO).parts) for path in PACKAGE.rglob("__init__.py")
+    }
+    assert found <= listed and listed - found == {"snakemake_logger_plugin_neuroflow"}

@@ -13,9 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select, text
 
 from dlq_workflows import behave, make_toy_workflow
-from helpers import tool_env
+from helpers import TOKEN, Webhook, tool_env
 from neuroflow_recover.notify.deliver import deliver_pending
 from neuroflow_recover.queue.database import open_database
 from neuroflow_recover.queue.entries import AttemptEvent, JobFailure, dead_letter
@@ -34,43 +32,10 @@ from neuroflow_recover.step.breaker import BreakerSettings, CircuitBreaker, sign
 
 pytestmark = pytest.mark.workflow
 
-TOKEN = "T0SECRETTOKEN/B0HOOKSECRET/xyzzyWebhookToken42"
 PASSWORD = "s3cret-smtp-passw0rd"
 NO_DICOM = "Error: Unable to find any DICOM images in dicom/01 (or subfolders 5 deep)"
 LICENSE = "ERROR: FreeSurfer license file /opt/freesurfer/license.txt not found."
 OOM = "MemoryError: Unable to allocate 1.61 GiB for an array"
-
-
-class Webhook:
-    """A real HTTP server on loopback that records the JSON bodies POSTed to it."""
-
-    def __init__(self, port: int = 0):
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length", 0))
-                outer.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/services/{TOKEN}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Mailbox:

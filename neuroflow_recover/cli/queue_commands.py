@@ -60,6 +60,48 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
         click.echo(render_ingest_report(report))
 
 
+@cli.command("ingest-live", hidden=True)
+@click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--jobs", required=True, help="Snakemake job ids failed for good (comma-separated).")
+@click.option("--hold-transient", is_flag=True, help="Leave TransientError failures to `run`.")
+@json_option
+@click.pass_obj
+@library_errors
+def ingest_live_cmd(obj: Context, log: Path, jobs: str, hold_transient: bool, as_json: bool):
+    """The logger plugin's: dead-letter jobs of a running Snakemake as they fail for good,
+    and deliver the notification (the run's own end-of-run ingest reads the whole log).
+
+    \b
+    Examples:
+        neuroflow-recover ingest-live .snakemake/log/2026-11-29T101500.000000.snakemake.log \\
+          --jobs 12,17
+    """
+    from ..queue.ingest import IngestContext, ingest_live
+    from .render import render_ingest_report
+
+    try:
+        jobids = [int(item) for item in jobs.split(",") if item.strip()]
+    except ValueError:
+        raise NeuroflowError(f"--jobs takes Snakemake job ids separated by commas, not {jobs!r}")
+    hold = (lambda failure: failure.error_type == "TransientError") if hold_transient else None
+    cfg = obj.config_if_any() or {}
+    db = obj.open_db()
+    context = IngestContext.build(obj.directory, cfg, {"configfiles": list(obj.configfiles)})
+    with db.sessions() as session, session.begin():
+        result = ingest_live(session, context, log, jobids, hold=hold)
+    obj.aftercare(cfg, ingested=False, db=db)
+    if as_json:
+        echo_json({"log": result.path, "status": result.status, "entry_ids": result.entry_ids})
+    else:
+        click.echo(render_ingest_report(_one(result)))
+
+
+def _one(result):
+    from ..queue.ingest import IngestReport
+
+    return IngestReport([result])
+
+
 @cli.command("list", short_help="List dead-letter entries, newest first.")
 @click.option("--pipeline", default=None, help="Only this pipeline (e.g. qsiprep).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)

@@ -197,7 +197,7 @@ def render_ingest_report(report) -> str:
     lines = []
     for item in report.logs:
         text = f"{item.path}: {item.status}"
-        if item.status == "ingested":
+        if item.status in ("ingested", "ingested-live"):
             text += f", {len(item.failures)} failed job(s)"
             if item.entry_ids:
                 text += f" -> entries {', '.join(map(str, item.entry_ids))}"

@@ -60,7 +60,7 @@ class LogIngest:
 
     path: str
     run_id: str
-    status: str  # ingested | already-ingested | unreadable | in-progress
+    status: str  # ingested | already-ingested | unreadable | in-progress | ingested-live
     failures: list[JobFailure] = field(default_factory=list)  # every failed job, classified
     entry_ids: list[int] = field(default_factory=list)  # entries created or extended
     held: list[JobFailure] = field(default_factory=list)  # not dead-lettered (to be retried)
@@ -227,29 +227,7 @@ def ingest_log(
         return read
     run_log, digest, size = read
     result = LogIngest(shown, run_log.run_id, "ingested", run_errors=list(run_log.errors))
-    new_entries = []
-    for job in run_log.failed_jobs:
-        failure = build_failure(context, run_log, job)
-        _put_carried_first(failure, (carried or {}).get(failure.job_key, []))
-        result.failures.append(failure)
-        if hold is not None and hold(failure):
-            result.held.append(failure)
-            continue
-        was_open = open_entry(session, failure.job_key) is not None
-        entry = dead_letter(session, failure)
-        if entry is not None:
-            result.entry_ids.append(entry.id)
-            if not was_open:
-                new_entries.append(entry)
-            log.warning(
-                "dead-lettered",
-                entry_id=entry.id,
-                rule=failure.rule,
-                wildcards=failure.wildcards,
-                error_type=failure.error_type,
-                attempts=entry.attempts,
-            )
-    enqueue_dead_letters(session, new_entries, context.notify)  # in this transaction
+    _dead_letter_jobs(session, context, run_log, run_log.failed_jobs, result, hold, carried)
     result.resolved_ids = close_succeeded(session, run_log, shown, leave_open)
     session.add(
         IngestedLog(
@@ -262,6 +240,62 @@ def ingest_log(
     )
     session.flush()
     return result
+
+
+def ingest_live(
+    session: Session,
+    context: IngestContext,
+    path: Path,
+    jobids: Collection[int],
+    *,
+    hold: Hold | None = None,
+) -> LogIngest:
+    """While a run goes on: dead-letter the jobs `jobids` that its log so far shows failed
+    for good (the logger plugin decided they are), inside the caller's transaction. The log
+    is not recorded as ingested: the run's end-of-run ingest reads it whole and, the
+    attempts being keyed, adds nothing for these jobs."""
+    path = Path(path)
+    shown = display_path(path, context.workdir)
+    try:
+        run_log = parse_log(path)
+    except LogFormatError as exc:
+        return LogIngest(shown, run_id_of(path), "unreadable", message=str(exc))
+    result = LogIngest(shown, run_log.run_id, "ingested-live")
+    wanted = set(jobids)
+    jobs = [job for job in run_log.failed_jobs if job.jobid in wanted]
+    _dead_letter_jobs(session, context, run_log, jobs, result, hold, None)
+    return result
+
+
+def _dead_letter_jobs(session, context, run_log, jobs, result, hold, carried) -> list:
+    """Classify `jobs`, hold what `hold` keeps, dead-letter the rest and put ONE
+    notification of the new entries in the outbox (all in the caller's transaction)."""
+    new_entries = []
+    for job in jobs:
+        failure = build_failure(context, run_log, job)
+        _put_carried_first(failure, (carried or {}).get(failure.job_key, []))
+        result.failures.append(failure)
+        if hold is not None and hold(failure):
+            result.held.append(failure)
+            continue
+        was_open = open_entry(session, failure.job_key)
+        entry = dead_letter(session, failure)
+        if entry is None and was_open is not None:
+            result.entry_ids.append(was_open.id)  # queued before, e.g. live by the plugin
+        if entry is not None:
+            result.entry_ids.append(entry.id)
+            if was_open is None:
+                new_entries.append(entry)
+            log.warning(
+                "dead-lettered",
+                entry_id=entry.id,
+                rule=failure.rule,
+                wildcards=failure.wildcards,
+                error_type=failure.error_type,
+                attempts=entry.attempts,
+            )
+    enqueue_dead_letters(session, new_entries, context.notify)
+    return new_entries
 
 
 def _read_new_log(

@@ -31,6 +31,8 @@ from .process import require_log, run_snakemake
 log = get_logger(__name__)
 
 COUNTDOWN_EVERY_S = 5.0
+# failures reach the queue while Snakemake runs (neuroflow_recover/logger_plugin)
+LOGGER_PLUGIN = "neuroflow"
 # Snakemake's closing line of every failed run: not worth repeating in the summary
 GENERIC_FAILURE = "At least one job did not complete successfully"
 
@@ -154,7 +156,7 @@ class _Rounds:
     def run(self, targets: list[str], held: list[JobFailure]) -> LogIngest | None:
         """Snakemake on `targets`; its log ingested, failures that the policy retries held
         (not queued). None when Snakemake wrote no log (it had nothing to do)."""
-        command = build_command(self.invocation, targets)
+        command = build_command(self.invocation, targets, logger=LOGGER_PLUGIN)
         workdir = self.context.workdir
         # the step runner defers Snakemake's immediate retries of transient failures
         run = run_snakemake(

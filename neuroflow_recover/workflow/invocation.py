@@ -12,8 +12,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# options a plain `snakemake` command line gives that an Invocation keeps apart or drops
-_INVOCATION_OPTIONS = ("--configfile", "--configfiles", "--profile", "-d", "--directory")
+# options of a plain `snakemake` command line an Invocation keeps apart or drops (--logger:
+# an observer of the run, not a part of what it runs)
+_INVOCATION_OPTIONS = ("--configfile", "--configfiles", "--profile", "-d", "--directory", "--logger")
 
 
 @dataclass
@@ -95,11 +96,17 @@ def snakemake_executable() -> list[str]:
     return [sys.executable, "-m", "snakemake"]
 
 
-def build_command(invocation: Invocation, targets: list[str] | tuple[str, ...] = ()) -> list[str]:
+def build_command(
+    invocation: Invocation, targets: list[str] | tuple[str, ...] = (), logger: str | None = None
+) -> list[str]:
+    """The Snakemake command line of `invocation` on `targets`, with the logger plugin
+    `logger` when given and not already asked for."""
     command = snakemake_executable()
     if invocation.profile:
         command += ["--profile", invocation.profile]
     command += list(invocation.snakemake_args)
+    if logger and "--logger" not in invocation.snakemake_args:
+        command += ["--logger", logger]
     if invocation.configfiles:
         command += ["--configfile", *invocation.configfiles]
     if targets:
