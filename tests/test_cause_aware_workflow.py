@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import textwrap
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -192,9 +191,7 @@ def test_configuration_error_is_not_retried(cause_aware_run):
     for skipped in records[1:]:
         assert skipped.skipped and skipped.exit_code == 3
         assert (skipped.error_class, skipped.evidence) == ("ConfigurationError", first.evidence)
-        took = datetime.fromisoformat(skipped.ended_at) - datetime.fromisoformat(
-            skipped.started_at)
-        assert took.total_seconds() < 5
+        assert skipped.tail == [skipped.tail[0]]  # only the not-starting line: no tool output
     log = (root / "logs" / "qsiprep_preprocess" / "lic.log").read_text()
     assert "neuroflow: not starting qsiprep_preprocess attempt 3: attempt 2 failed with " \
         "ConfigurationError: " in log

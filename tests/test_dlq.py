@@ -199,6 +199,7 @@ def test_one_open_entry_per_job_is_enforced_by_the_database(db):
 def test_after_resolution_a_new_failure_opens_a_new_entry(db):
     with db.sessions.begin() as session:
         first = dead_letter(session, failure(keys=("run1:3:1",))).id
+    before = datetime.now(UTC)
     with db.sessions.begin() as session:
         resolved = resolve_entry(session, first, "alice", "fixed the input")
         assert resolved.resolved_by == "alice"
@@ -210,7 +211,8 @@ def test_after_resolution_a_new_failure_opens_a_new_entry(db):
         assert {e.id for e in list_entries(session, include_resolved=True)} == {first, second}
         old = get_entry(session, first)
         assert old.resolved and old.resolution_notes == "fixed the input"
-        assert old.resolved_at is not None
+        resolved_at = old.resolved_at.replace(tzinfo=UTC)  # stored UTC, read back naive
+        assert before <= resolved_at <= datetime.now(UTC)
 
 
 def test_unknown_and_already_resolved_ids(db):

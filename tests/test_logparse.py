@@ -10,13 +10,14 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from neuroflow_recover.errors import LogFormatError, NeuroflowError
 from neuroflow_recover.logs.evidence import read_evidence, slurm_exit_code
-from neuroflow_recover.logs.lines import exit_code_from_text
+from neuroflow_recover.logs.lines import exit_code_from_text, run_id_time
 from neuroflow_recover.logs.parser import parse_log
 from neuroflow_recover.logs.records import FailedJob, RunLog
 
@@ -57,14 +58,18 @@ def test_every_fixture_parses(scenario):
     run = parse_log(path)
     assert run.path == str(path)
     assert run.run_id == path.name.removesuffix(".snakemake.log")
-    assert run.started_at is not None and run.started_at.tzinfo is not None
+    # the run starts when its log is created: the log's name is that moment
+    assert run.started_at == run_id_time(run.run_id) and run.started_at.tzinfo is not None
     assert run.executor == "local"
     for job in run.failed_jobs:
         assert job.run_id == run.run_id and job.log_path == str(path)
         assert job.rule and job.message
         assert job.attempts == len(job.attempt_details) >= 1
         assert all(a.status == "failed" for a in job.attempt_details)
-        assert job.failed_at is not None
+        # error blocks carry whole-second times: the failure is in the run's second or later
+        assert job.failed_at >= run.started_at.replace(microsecond=0)
+        if run.finished_at is not None:
+            assert job.failed_at <= run.finished_at
 
 
 # ------------------------------------------------------------------ local failures
@@ -131,7 +136,7 @@ def test_job_that_recovers_on_retry_is_not_failed():
     assert (rec.rule, rec.wildcards, rec.attempts) == ("flaky_recover", WC, 2)
     assert rec.resources["attempt"] == "2"
     assert len(rec.failures) == 1 and rec.failures[0].exit_code == 1
-    assert rec.finished_at is not None
+    assert rec.failures[0].ended_at <= rec.finished_at <= run.finished_at
 
 
 def test_retries_exhausted_three_attempts_threads_two_logs():
@@ -345,7 +350,7 @@ def test_empty_file_is_a_run_without_jobs(tmp_path):
     run = parse_log(path)
     assert run.failed_jobs == [] and not run.complete and not run.failed
     assert run.run_id == "2026-01-01T000000.000000"
-    assert run.started_at is not None
+    assert run.started_at == datetime(2026, 1, 1).astimezone()  # from the log's name
 
 
 def test_truncated_mid_job_block(tmp_path):

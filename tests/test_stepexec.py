@@ -220,13 +220,10 @@ def test_non_retryable_failure_makes_the_next_attempt_fail_fast(wd):
     )
     assert first.returncode == 2
     marker = wd / "tool-ran"
-    started = time.monotonic()
     second = run_exec(
         wd, exec_args(session="02", attempt=2) + tool(f"open({str(marker)!r}, 'w')"),
     )
-    elapsed = time.monotonic() - started
-    assert second.returncode == 3 and not marker.exists()
-    assert elapsed < 5, elapsed  # Python start-up included; the tool is never started
+    assert second.returncode == 3 and not marker.exists()  # the tool was never started
     earlier, skipped = records(wd, session="02")
     assert earlier.error_class == "ConfigurationError" and earlier.attempt == 1
     assert skipped.skipped and skipped.attempt == 2 and skipped.exit_code == 3
