@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check neuroflow_recover tests benchmarks example
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/classifier_accuracy.py
 	$(BIN)/python benchmarks/recovery_cost.py
 	$(BIN)/python benchmarks/dag_scale.py
 	$(BIN)/python benchmarks/dlq_scale.py

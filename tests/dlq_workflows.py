@@ -6,6 +6,8 @@ a file `behaviour/<subject>_<session>` (absent: succeed):
 * `until|<marker>|<exit code>|<message>` fails (printing the message to stderr, into the rule
   log) until the file `<marker>` exists;
 * `times|<n>|<exit code>|<message>` fails the first n times it runs;
+* `each|<n>|<exit code>|<m1> ;; <m2> ...` fails the first n times, run k with message k;
+  in every message `{run}` becomes the number of earlier runs (0, 1, ...);
 * `wait|<file>|0|` writes `started_<subject>_<session>`, then waits until `<file>` exists
   and succeeds (a Snakemake run that holds its lock as long as a test needs).
 
@@ -77,10 +79,12 @@ if behaviour.exists():
     runs = int(counter.read_text()) if counter.exists() else 0
     counter.write_text(str(runs + 1))
     if (mode == "until" and not pathlib.Path(arg).exists()) or (
-        mode == "times" and runs < int(arg)
+        mode in ("times", "each") and runs < int(arg)
     ):
+        if mode == "each":
+            message = message.split(" ;; ")[runs % len(message.split(" ;; "))]
         print("working on", key, flush=True)
-        print(message, file=sys.stderr, flush=True)
+        print(message.replace("{run}", str(runs)), file=sys.stderr, flush=True)
         sys.exit(int(code))
 pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
 pathlib.Path(out).write_text("ok\\n")

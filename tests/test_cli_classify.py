@@ -127,3 +127,66 @@ def test_bad_user_pattern_in_configfile_is_a_clean_error(tmp_path):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "broken_site" in result.stderr and "invalid regular expression" in result.stderr
+
+
+# ----------------------------------------------------------------------------- --explain
+
+TWO_PATTERNS = (
+    "worker started\n"
+    "OSError: [Errno 101] Network is unreachable\n"
+    "OSError: [Errno 28] No space left on device\n"
+)
+
+
+def test_explain_shows_every_match_and_why_the_winner_won(run):
+    result = run("--explain", "-", input=TWO_PATTERNS)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:5] == [
+        "class:       ResourceError (disk), retryable",
+        "decided by:  pattern (no_space_left)",
+        "evidence:    OSError: [Errno 28] No space left on device",
+        "why:         no_space_left shares priority 50 with network_unreachable (TransientError, "
+        "priority 50); among equal priorities the last matching line wins (the final error "
+        "usually comes last)",
+        "matching patterns (2, highest priority first):",
+    ]
+    assert lines[5] == "    50  no_space_left  ResourceError/disk  line 3"
+    assert lines[7].startswith("        source: strerror(ENOSPC)")
+    assert lines[8] == "    50  network_unreachable  TransientError  line 2"
+    assert lines[9] == "        line:   OSError: [Errno 101] Network is unreachable"
+
+
+def test_explain_json_and_the_other_deciders(run, tmp_path):
+    result = run("--explain", "--json", "-", input="Error: Unable to write 9437184 bytes to output x.nii\n"
+                 "OSError: [Errno 28] No space left on device\n")
+    data = json.loads(result.stdout)
+    assert (data["decided_by"], data["pattern_id"], data["resource"]) == ("pattern", "dcm2niix_short_write", "disk")
+    assert data["reason"] == ("dcm2niix_short_write has the highest priority (70); lower: "
+                              "no_space_left (ResourceError/disk, priority 50)")
+    assert [(m["pattern_id"], m["priority"], m["line_number"]) for m in data["matches"]] == [
+        ("dcm2niix_short_write", 70, 1), ("no_space_left", 50, 2)]
+    assert data["matches"][0]["source"].startswith("rordenlab/dcm2niix@")
+    state = json.loads(run("--explain", "--json", "--slurm-state", "TIMEOUT", "-", input="x\n").stdout)
+    assert state["decided_by"] == "slurm_state"
+    assert state["reason"].startswith("the SLURM state TIMEOUT has a class of its own")
+    code = json.loads(run("--explain", "--json", "--exit-code", "127", "-", input="x\n").stdout)
+    assert (code["decided_by"], code["reason"]) == (
+        "exit_code", "no pattern matched; the rule for exit code 127 decides")
+    unknown = run("--explain", "--exit-code", "3", "-", input="x\n").stdout
+    assert "why:         no pattern matched and exit code 3 has no rule: the failure is unknown" in unknown
+    assert "matching patterns (0, highest priority first):" in unknown
+
+
+def test_explain_names_user_patterns_and_same_line_ties(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(
+        "error_handling:\n  patterns:\n"
+        "    - {id: site_nfs, pattern: 'Stale file handle', class: TransientError, priority: 50}\n")
+    result = CliRunner().invoke(
+        cli, ["-d", str(tmp_path), "classify", "--explain", "-"],
+        input="OSError: [Errno 116] Stale file handle\n")
+    assert result.exit_code == 0, result.output
+    assert "decided by:  pattern (site_nfs)" in result.stdout
+    assert "on the same line; there the pattern listed first wins (user patterns before shipped ones)" in result.stdout
+    assert "    50  site_nfs  TransientError  line 1  (user pattern)" in result.stdout

@@ -361,3 +361,57 @@ def test_slurm_log_causes_reports_what_it_used(cfg, tmp_path):
     assert found[0].classification.pattern_id == "slurm_exceeded_memory"
     assert resources.slurm_log_causes(cfg, RECON, RECON_WC, [], 0, tmp_path) == []
     assert resources.slurm_log_causes(cfg, RECON, {"subject": "09"}, [], 1, tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- repeated failures
+
+
+def failed(attempt, error_class, evidence=None, tail=(), resource=None, exit_code=3, skipped=False):
+    return AttemptRecord(
+        rule=RULE, stage="qsiprep", wildcards=dict(WC), attempt=attempt, started_at="",
+        ended_at="", exit_code=exit_code, error_class=error_class, retryable=True,
+        resource=resource, pattern_id=None, evidence=evidence, tail=list(tail), skipped=skipped,
+    )
+
+
+def test_failure_line_is_the_evidence_else_the_last_output_line_else_the_exit_code():
+    assert resources.failure_line(failed(1, "RetryableError", " boom ")) == "boom"
+    assert resources.failure_line(failed(1, "RetryableError", None, ["a", "b 7", "  "])) == "b 7"
+    assert resources.failure_line(failed(1, "RetryableError", None, [], exit_code=139)) == "exit code 139"
+    assert resources.failure_line(failed(1, "RetryableError", None, [], exit_code=None)) is None
+
+
+def test_an_unknown_failure_repeats_when_its_masked_line_is_the_same():
+    one = failed(1, "RetryableError", tail=["job 11 died at 10:00:01 in /scratch/a/b.nii"])
+    two = failed(2, "RetryableError", tail=["job 9 died at 11:12:13 in /work/x.nii"])
+    other = failed(2, "RetryableError", tail=["checksum mismatch"])
+    assert resources.repeated_failure(one, two, at_cap=False)
+    assert not resources.repeated_failure(one, other, at_cap=False)
+    assert not resources.repeated_failure(None, two, at_cap=False)
+    assert not resources.repeated_failure(failed(1, "RetryableError", "x", skipped=True),
+                                          failed(2, "RetryableError", "x"), at_cap=False)
+    # an unknown failure after a known one (or the reverse) is not a repeat
+    assert not resources.repeated_failure(failed(1, "TransientError", "x"),
+                                          failed(2, "RetryableError", "x"), at_cap=False)
+
+
+def test_a_resource_failure_repeats_only_at_the_cap():
+    one = failed(1, "ResourceError", "MemoryError", resource="memory")
+    two = failed(2, "ResourceError", "MemoryError", resource="memory")
+    assert not resources.repeated_failure(one, two, at_cap=False)
+    assert resources.repeated_failure(one, two, at_cap=True)
+    runtime = failed(2, "ResourceError", "MemoryError", resource="runtime")
+    assert not resources.repeated_failure(one, runtime, at_cap=True)
+    # transient and non-retryable failures have their own rules
+    assert not resources.repeated_failure(failed(1, "TransientError", "x"),
+                                          failed(2, "TransientError", "x"), at_cap=True)
+
+
+def test_at_stage_cap(cfg):
+    at = resources.at_stage_cap
+    assert at(cfg, "qsiprep", "memory", {"mem_mb": 64000}) == 64000
+    assert at(cfg, "qsiprep", "memory", {"mem_mb": 63999}) is None
+    assert at(cfg, "qsiprep", "runtime", {"runtime": 2880}) == 2880
+    assert at(cfg, "qsiprep", None, {"mem_mb": 64000}) is None
+    assert at(None, "qsiprep", "memory", {"mem_mb": 64000}) is None
+    assert at({"stages": {}}, "qsiprep", "memory", {"mem_mb": 64000}) is None  # no settings

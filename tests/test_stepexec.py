@@ -44,11 +44,11 @@ def wd(tmp_path):
 
 
 def exec_args(rule="qsiprep_preprocess", subject="01", attempt=1, log="logs/step.log",
-              expect=(), session=None):
+              expect=(), session=None, mem_mb=1000):
     args = ["exec", "--rule", rule, "--wildcards", f"subject={subject}"]
     if session:
         args += ["--wildcards", f"session={session}"]
-    args += ["--attempt", str(attempt), "--log", log, "--mem-mb", "1000", "--runtime", "10",
+    args += ["--attempt", str(attempt), "--log", log, "--mem-mb", str(mem_mb), "--runtime", "10",
              "--threads", "2", "--disk-mb", "500"]
     for path in expect:
         args += ["--expect", path]
@@ -246,6 +246,51 @@ def test_only_the_newest_record_of_the_previous_attempt_counts(wd):
     marker = wd / "ran"
     proc = run_exec(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
     assert proc.returncode == 0 and marker.exists()
+
+
+# ----------------------------------------------------------------------------- repeated failures
+
+
+def _unknown(message: str) -> list[str]:
+    """A tool failing with a message no pattern knows and an exit code without a rule."""
+    return tool(f"import sys; print('starting'); print({message!r}); sys.exit(3)")
+
+
+def test_the_same_unknown_failure_twice_is_not_tried_a_third_time(wd):
+    first = run_exec(wd, exec_args() + _unknown("worker 4711 lost /data/sub-01/a.mif at 12:00:01"))
+    assert first.returncode == 3
+    [rec1] = records(wd)
+    assert (rec1.error_class, rec1.pattern_id, rec1.evidence) == ("RetryableError", None, None)
+    second = run_exec(wd, exec_args(attempt=2) + _unknown("worker 815 lost /scratch/b/c.mif at 13:14:15"))
+    assert second.returncode == 3  # the tool's own exit code
+    rec2 = records(wd)[-1]
+    assert (rec2.error_class, rec2.retryable, rec2.pattern_id) == (
+        "NonRetryableError", False, "neuroflow:repeated")
+    assert rec2.evidence == "same failure on attempts 1 and 2: worker 815 lost /scratch/b/c.mif at 13:14:15"
+    assert "NonRetryableError [neuroflow:repeated]: same failure on attempts 1 and 2" in second.stderr
+    marker = wd / "ran"
+    third = run_exec(wd, exec_args(attempt=3) + tool(f"open({str(marker)!r}, 'w')"))
+    assert third.returncode == 3 and not marker.exists()
+    assert "attempt 2 failed with NonRetryableError: same failure on attempts 1 and 2" in third.stderr
+
+
+def test_different_unknown_failures_keep_their_retries(wd):
+    run_exec(wd, exec_args() + _unknown("worker lost its input"))
+    run_exec(wd, exec_args(attempt=2) + _unknown("checksum mismatch in block 7"))
+    rec2 = records(wd)[-1]
+    assert (rec2.error_class, rec2.retryable) == ("RetryableError", True)
+
+
+def test_a_memory_failure_repeating_at_the_stage_cap_stops(wd):
+    oom = tool("import sys; print('MemoryError'); sys.exit(1)")
+    run_exec(wd, exec_args(mem_mb=16000) + oom)
+    run_exec(wd, exec_args(attempt=2, mem_mb=24000) + oom)  # grown, below the cap: retried
+    assert records(wd)[-1].error_class == "ResourceError"
+    run_exec(wd, exec_args(attempt=3, mem_mb=64000) + oom)  # config/config.yaml: max 64000
+    rec3 = records(wd)[-1]
+    assert (rec3.error_class, rec3.pattern_id) == ("NonRetryableError", "neuroflow:repeated")
+    assert rec3.evidence == (
+        "same failure on attempts 2 and 3 with memory at the stage's cap (64000): MemoryError")
 
 
 # ----------------------------------------------------------------------------- records

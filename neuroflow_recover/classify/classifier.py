@@ -151,6 +151,72 @@ def _best(matches: list[Match]) -> Match | None:
     return best
 
 
+STATE, PATTERN, EXIT_CODE, DEFAULT = "slurm_state", "pattern", "exit_code", "default"
+
+
+@dataclass(frozen=True)
+class ExplainedMatch:
+    """One pattern that matched: where, with which class, and where the pattern comes from."""
+
+    pattern_id: str
+    error_class: str
+    resource: str | None
+    priority: int
+    line_number: int  # in the scanned text (its head and tail when the text is big)
+    line: str
+    tool: str | None
+    source: str | None
+    user: bool
+
+
+@dataclass(frozen=True)
+class Explanation:
+    classification: Classification
+    decided_by: str  # slurm_state | pattern | exit_code | default
+    reason: str
+    matches: tuple[ExplainedMatch, ...]  # highest priority first, then the later line
+
+    def to_dict(self) -> dict:
+        return {**self.classification.to_dict(), "decided_by": self.decided_by, "reason": self.reason,
+                "matches": [asdict(m) for m in self.matches]}
+
+
+def _explained(m: Match, window: str) -> ExplainedMatch:
+    p = m.pattern
+    return ExplainedMatch(p.id, m.error_class, m.resource, p.priority, window.count("\n", 0, m.line_start) + 1,
+                          _evidence(m.line), p.tool, p.source, p.user)
+
+
+def _named(m: Match) -> str:
+    return f"{m.pattern.id} ({m.error_class}{'/' + m.resource if m.resource else ''}, priority {m.pattern.priority})"
+
+
+def _reason(decided_by, result, winner, ranked, exit_code, state) -> str:
+    """Why ``result`` won, in one or two sentences."""
+    if decided_by == STATE:
+        how = f"its evidence is the best line of that class ({winner.pattern.id})" if winner else "no line has that class"
+        return f"the SLURM state {state} has a class of its own and wins over every pattern; {how}"
+    if decided_by == EXIT_CODE:
+        return f"no pattern matched; the rule for exit code {exit_code} decides"
+    if decided_by == DEFAULT:
+        code = f"exit code {exit_code} has no rule" if exit_code is not None else "no exit code is known"
+        return (f"no pattern matched and {code}: the failure is unknown (retried; stopped when the "
+                "next attempt fails the same way)")
+    others = [m for m in ranked if m is not winner]
+    if not others:
+        return f"{winner.pattern.id} is the only pattern that matched"
+    equal = [m for m in others if m.pattern.priority == winner.pattern.priority]
+    if not equal:
+        return (f"{winner.pattern.id} has the highest priority ({winner.pattern.priority}); "
+                f"lower: {', '.join(_named(m) for m in others)}")
+    rivals = ", ".join(_named(m) for m in equal)
+    if all(m.line_start < winner.line_start for m in equal):
+        return (f"{winner.pattern.id} shares priority {winner.pattern.priority} with {rivals}; "
+                "among equal priorities the last matching line wins (the final error usually comes last)")
+    return (f"{winner.pattern.id} shares priority {winner.pattern.priority} with {rivals} on the same "
+            "line; there the pattern listed first wins (user patterns before shipped ones)")
+
+
 def _evidence(line: str) -> str:
     line = line.strip()
     return line if len(line) <= EVIDENCE_MAX else line[: EVIDENCE_MAX - 3] + "..."
@@ -182,13 +248,10 @@ class Classifier:
 
     def matches(self, text: str) -> list[Match]:
         """Every pattern's last matching line in the scanned window of `text`."""
-        window = scan_window(text)
-        found = []
-        for pattern in self.patterns:
-            m = _last_match(pattern, window)
-            if m is not None:
-                found.append(m)
-        return found
+        return self._matches_in(scan_window(text))
+
+    def _matches_in(self, window: str) -> list[Match]:
+        return [m for m in (_last_match(p, window) for p in self.patterns) if m is not None]
 
     def best_match(self, text: str) -> Match | None:
         """The winning pattern match of `text` (highest priority, then the last line)."""
@@ -200,28 +263,41 @@ class Classifier:
         exit_code: int | None = None,
         slurm_state: str | None = None,
     ) -> Classification:
-        """Classify failure text (see the module docstring for the precedence)."""
-        text = decode(text or "")
-        found = self.matches(text)
-        best = _best(found)
+        """Classify failure text (precedence: docs/architecture.md, "Classification")."""
+        return self._decide(self.matches(decode(text or "")), exit_code, slurm_state)[0]
 
+    def _decide(self, found: list[Match], exit_code: int | None, slurm_state: str | None):
+        """(classification, what decided it, the deciding match) for the matches ``found``."""
         state = normalize_slurm_state(slurm_state)
         rule = self.pack.slurm_states.get(state) if state else None
         if rule is not None:
             support = _best([m for m in found if (m.error_class, m.resource) == (rule.error_class, rule.resource)])
             evidence = _evidence(support.line) if support else f"SLURM state: {state}"
-            return make_classification(rule.error_class, rule.resource, f"slurm:{state}", evidence)
+            return make_classification(rule.error_class, rule.resource, f"slurm:{state}", evidence), STATE, support
 
+        best = _best(found)
         if best is not None:
-            return make_classification(best.error_class, best.resource, best.pattern.id, _evidence(best.line))
+            found_class = make_classification(best.error_class, best.resource, best.pattern.id, _evidence(best.line))
+            return found_class, PATTERN, best
 
-        if exit_code is not None:
-            code_rule = self.pack.exit_codes.get(int(exit_code))
-            if code_rule is not None:
-                return make_classification(
-                    code_rule.error_class, code_rule.resource, f"exit:{int(exit_code)}", f"exit code {int(exit_code)}"
-                )
-        return make_classification(DEFAULT_CLASS)
+        code_rule = self.pack.exit_codes.get(int(exit_code)) if exit_code is not None else None
+        if code_rule is not None:
+            code = int(exit_code)
+            return make_classification(code_rule.error_class, code_rule.resource, f"exit:{code}", f"exit code {code}"), EXIT_CODE, None
+        return make_classification(DEFAULT_CLASS), DEFAULT, None
+
+    def explain(
+        self, text: str | bytes | None, exit_code: int | None = None, slurm_state: str | None = None
+    ) -> Explanation:
+        """The classification with every matching pattern and why the winner won."""
+        window = scan_window(decode(text or ""))
+        found = self._matches_in(window)
+        result, decided_by, winner = self._decide(found, exit_code, slurm_state)
+        order = {p.id: i for i, p in enumerate(self.patterns)}
+        ranked = sorted(found, key=lambda m: (-m.pattern.priority, -m.line_start, order[m.pattern.id]))
+        listed = tuple(_explained(m, window) for m in ranked)
+        reason = _reason(decided_by, result, winner, ranked, exit_code, normalize_slurm_state(slurm_state))
+        return Explanation(result, decided_by, reason, listed)
 
     def classify_stream(
         self, stream: IO[bytes], exit_code: int | None = None, slurm_state: str | None = None
@@ -259,14 +335,18 @@ def classify_input(
     exit_code: int | None = None,
     slurm_state: str | None = None,
     cfg: Mapping | None = None,
-) -> Classification:
+    explain: bool = False,
+) -> Classification | Explanation:
     """Classify a log file (path) or a binary stream (stdin) as the step runner would, with
-    the user patterns of `cfg` when given. An unreadable file raises LogReadError."""
+    the user patterns of `cfg` when given; with ``explain`` the Explanation. An unreadable
+    file raises LogReadError."""
     classifier = Classifier.from_config(cfg) if cfg else default_classifier()
+    decide = classifier.explain if explain else classifier.classify
     if hasattr(source, "read"):
-        return classifier.classify_stream(source, exit_code=exit_code, slurm_state=slurm_state)
+        return decide(read_window(source), exit_code=exit_code, slurm_state=slurm_state)
     try:
         with open(source, "rb") as stream:
-            return classifier.classify_stream(stream, exit_code=exit_code, slurm_state=slurm_state)
+            text = read_window(stream)
     except OSError as exc:
         raise LogReadError(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
+    return decide(text, exit_code=exit_code, slurm_state=slurm_state)

@@ -1,4 +1,5 @@
-"""The text renderings of the commands' results (`list`, `show`, `stats`, `run`, `retry`)."""
+"""The text renderings of the commands' results (`list`, `show`, `stats`, `run`, `retry`,
+`classify --explain`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 import json
 from datetime import datetime
 
+from ..classify.classifier import Explanation
 from ..queue.entries import entry_details, entry_summary
 from ..queue.models import DeadLetterEntry
 from ..queue.stats import STAT_GROUPS, stats_frame
@@ -348,3 +350,23 @@ def render_purge(report) -> str:
         f"{report.older_than_days} days ({ids}); {report.notifications} delivered "
         f"notification(s); attempt records of {report.attempt_jobs} finished job(s)"
     )
+
+
+def render_explanation(explanation: Explanation) -> str:
+    """`classify --explain`: the verdict, why, then every matching pattern (winner first)."""
+    result = explanation.classification
+    what = result.error_class + (f" ({result.resource})" if result.resource else "")
+    lines = [
+        f"class:       {what}, {'retryable' if result.retryable else 'not retryable'}",
+        f"decided by:  {explanation.decided_by} ({_cell(result.pattern_id)})",
+        f"evidence:    {_cell(result.evidence)}",
+        f"why:         {explanation.reason}",
+        f"matching patterns ({len(explanation.matches)}, highest priority first):",
+    ]
+    for m in explanation.matches:
+        cls = m.error_class + (f"/{m.resource}" if m.resource else "")
+        lines.append(f"  {m.priority:>4}  {m.pattern_id}  {cls}  line {m.line_number}"
+                     + ("  (user pattern)" if m.user else ""))
+        lines.append(f"        line:   {m.line}")
+        lines.append(f"        source: {_cell(m.source)}")
+    return "\n".join(lines)

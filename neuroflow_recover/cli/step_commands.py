@@ -22,12 +22,17 @@ from .app import Context, cli, echo_json, exit_with, library_errors
     "--json", "as_json", is_flag=True,
     help="Print class, retryable, resource, pattern id and evidence as JSON.",
 )  # fmt: skip
+@click.option(
+    "--explain", is_flag=True,
+    help="Also show every pattern that matched (priority, line, source) and why the winner won.",
+)  # fmt: skip
 @click.argument("file", metavar="FILE|-")
 @click.pass_obj
 @library_errors
 def classify_cmd(
-    obj: Context, exit_code: int | None, slurm_state: str | None, as_json: bool, file: str
-) -> None:
+    obj: Context, exit_code: int | None, slurm_state: str | None, as_json: bool, explain: bool,
+    file: str,
+) -> None:  # fmt: skip
     """Classify a failure log (FILE, or - for stdin): print its error class.
 
     Uses the shipped pattern pack plus the workflow config's error_handling.patterns
@@ -38,15 +43,20 @@ def classify_cmd(
         neuroflow-recover classify results/logs/qsiprep_preprocess/sub-01.log
         dmesg | tail -50 | neuroflow-recover classify --exit-code 137 -
         neuroflow-recover classify --slurm-state OUT_OF_MEMORY --json slurm-1234.out
+        neuroflow-recover classify --explain - < results/logs/qsirecon_reconstruct/sub-01_ses-01.log
     """
     from ..classify.classifier import classify_input
+    from .render import render_explanation
 
     source = sys.stdin.buffer if file == "-" else file
     result = classify_input(
-        source, exit_code=exit_code, slurm_state=slurm_state, cfg=obj.config_if_any()
-    )
+        source, exit_code=exit_code, slurm_state=slurm_state, cfg=obj.config_if_any(),
+        explain=explain,
+    )  # fmt: skip
     if as_json:
         echo_json(result.to_dict())
+    elif explain:
+        click.echo(render_explanation(result))
     else:
         click.echo(result.error_class)
 

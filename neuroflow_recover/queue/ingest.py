@@ -534,7 +534,8 @@ def _record_event(
         error_type=record.error_class or ("skipped" if record.skipped else None),
         resource=record.resource,
         pattern_id=record.pattern_id,
-        evidence=record.evidence,
+        # an attempt the step runner did not start shows its "not starting ..." line
+        evidence=record.tail[0] if record.skipped and record.tail else record.evidence,
         resources=dict(record.resources or {}),
         slurm_job_id=record.slurm_job_id or _slurm_id(job, record.attempt, detail),
         slurm_state=getattr(detail, "slurm_state", None) or (job.slurm_state if last else None),

@@ -64,6 +64,13 @@ def breaker_line(rule: str, attempt: int, prev: AttemptRecord, state) -> str:
     )
 
 
+def repeated_evidence(previous: int, attempt: int, line: str, cap: str | None = None) -> str:
+    """``same failure on attempts <n-1> and <n>[ with <resource> at the stage's cap (<v>)]:
+    <line>`` (the evidence of a failure found deterministic because it repeated)."""
+    where = f" with {cap}" if cap else ""
+    return f"same failure on attempts {previous} and {attempt}{where}: {' '.join(line.split())}"
+
+
 def time_limit_line(tool: str, slurm_job_id: str | None, elapsed: float, runtime) -> str:
     return (
         f"neuroflow: {tool} stopped by SIGTERM DUE TO TIME LIMIT of SLURM job "

@@ -4,7 +4,8 @@ Attempt 1 gets ``stages.<stage>.resources`` and touches no file (this runs for e
 a large DAG). Attempt n > 1 grows only what the previous attempts' failures were about, as
 their attempt records (or, for attempts SLURM killed without a record, their SLURM job
 logs) tell: docs/architecture.md, "Attempts and retries". ``grow()`` is the pure core,
-shared with the benchmark.
+shared with the benchmark, like ``repeated_failure()``: a failure that repeats when growing
+cannot help any more is deterministic, and the chain stops there.
 """
 
 
@@ -26,6 +27,7 @@ from ..logsetup import get_logger
 from ..times import parse_iso
 from ..workflow.layout import stage_of, wildcards_dict
 from .attempts import AttemptRecord, previous_chain, read_records
+from .breaker import normalise_evidence
 
 RESOURCE_KEYS = ("mem_mb", "runtime", "threads", "disk_mb")
 
@@ -50,6 +52,8 @@ GROWS: dict[str, tuple[str, ...]] = {
 }
 
 SLURM_TAIL_BYTES = 256 * 1024  # classified from the end of a SLURM log
+RESOURCE_KEY = {MEMORY: "mem_mb", RUNTIME: "runtime", DISK: "disk_mb"}
+REPEATED = "neuroflow:repeated"  # pattern id of a failure found deterministic by repeating
 
 log = get_logger(__name__)
 
@@ -74,6 +78,49 @@ def cause_of(record: AttemptRecord | None) -> str:
 def cause_of_classification(classification: Classification) -> str:
     """The cause (one of CAUSES) of a classified failure text, e.g. a SLURM log."""
     return _cause(classification.error_class, classification.resource)
+
+
+def failure_line(record: AttemptRecord) -> str | None:
+    """What an attempt's failure looked like: its evidence line, else the last line of the
+    tool's output, else its exit code (an unknown failure has no evidence of its own)."""
+    if record.evidence and record.evidence.strip():
+        return record.evidence.strip()
+    for line in reversed(record.tail or []):
+        if line.strip():
+            return line.strip()
+    return f"exit code {record.exit_code}" if record.exit_code is not None else None
+
+
+def same_failure(first: AttemptRecord, second: AttemptRecord) -> bool:
+    """Both failed alike: the same failure line once numbers, paths, times and ids are masked."""
+    a, b = failure_line(first), failure_line(second)
+    return a is not None and b is not None and normalise_evidence(a) == normalise_evidence(b)
+
+
+def repeated_failure(previous: AttemptRecord | None, current: AttemptRecord, at_cap: bool) -> bool:
+    """True when ``current`` repeats ``previous`` where another attempt cannot help: an unknown
+    failure (RetryableError) twice, though the retry had more resources; or the same
+    ResourceError again with its resource already at the stage's cap (``at_cap``)."""
+    if previous is None or previous.skipped or previous.error_class != current.error_class:
+        return False
+    if current.error_class == "RetryableError":
+        return same_failure(previous, current)
+    if current.error_class == "ResourceError" and at_cap and previous.resource == current.resource:
+        return same_failure(previous, current)
+    return False
+
+
+def at_stage_cap(cfg: Mapping[str, Any] | None, stage: str, resource: str | None, resources: Mapping[str, int]) -> int | None:
+    """The stage's cap of ``resource`` when ``resources`` already reached it, else None."""
+    key = RESOURCE_KEY.get(resource or "")
+    if not cfg or key is None or resources.get(key) is None:
+        return None
+    try:
+        _, _, maximum = stage_settings(cfg, stage)
+    except ConfigError:
+        return None
+    cap = maximum.get(key)
+    return int(cap) if cap is not None and int(resources[key]) >= int(cap) else None
 
 
 def _round(value: float) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import environment
 from ..classify.classes import NON_RETRYABLE
-from ..classify.classifier import Classification, classifier_for
+from ..classify.classifier import Classification, classifier_for, make_classification
 from ..errors import ExitCode, NeuroflowError
 from ..files import read_head_and_tail
 from ..logsetup import get_logger
@@ -35,9 +35,11 @@ from .messages import (
     failed_line,
     format_missing_outputs,
     interrupted_line,
+    repeated_evidence,
     succeeded_line,
     time_limit_line,
 )
+from .resources import REPEATED, at_stage_cap, failure_line, repeated_failure
 from .tool import TAIL_LINES, SignalForwarder, ToolRun, append_log, run_tool, tool_name
 
 log = get_logger(__name__)
@@ -243,12 +245,27 @@ def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResu
     try:
         with SignalForwarder() as signals:
             run = run_tool(command, req.log, signals, env)
-            return _conclude(req, rec, run, cfg, breaker, env)
+            return _conclude(req, rec, run, cfg, breaker, env, prev)
     finally:
         clear_running(marker)
 
 
-def _conclude(req, rec, run: ToolRun, cfg, breaker: CircuitBreaker, env) -> StepResult:
+def _if_repeated(req, rec: AttemptRecord, prev, cls: Classification, cfg) -> Classification:
+    """NonRetryableError when this attempt failed like the previous one where another attempt
+    cannot help (step/resources.py repeated_failure); otherwise ``cls`` unchanged."""
+    current = AttemptRecord(**{**rec.to_dict(), "error_class": cls.error_class,
+                               "resource": cls.resource, "evidence": cls.evidence})
+    cap = at_stage_cap(cfg, rec.stage, cls.resource, req.resources) if cls.error_class == "ResourceError" else None
+    if not repeated_failure(prev, current, at_cap=cap is not None):
+        return cls
+    where = f"{cls.resource} at the stage's cap ({cap})" if cap is not None else None
+    evidence = repeated_evidence(prev.attempt, req.attempt, failure_line(current) or "", where)
+    log.warning("the same failure repeated: not retrying it", rule=req.rule, attempt=req.attempt,
+                evidence=evidence)
+    return make_classification("NonRetryableError", None, REPEATED, evidence)
+
+
+def _conclude(req, rec, run: ToolRun, cfg, breaker: CircuitBreaker, env, prev=None) -> StepResult:
     tool = tool_name(req.command)
     rec.exit_code = run.exit_code
     rec.tail = run.tail
@@ -280,6 +297,7 @@ def _conclude(req, rec, run: ToolRun, cfg, breaker: CircuitBreaker, env) -> Step
     if cls is None:
         text = _read_log_segment(req.log, run.log_offset, rec.tail)
         cls = classifier_for(cfg).classify(text, exit_code=rec.exit_code)
+    cls = _if_repeated(req, rec, prev, cls, cfg)
     rec.error_class = cls.error_class
     rec.retryable = cls.retryable
     rec.resource = cls.resource
