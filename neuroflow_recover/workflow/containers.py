@@ -143,10 +143,13 @@ def _templateflow(cfg: Mapping[str, Any]) -> tuple[list[Mount], dict[str, Arg]]:
 
 
 def heudiconv_command(
-    cfg: Mapping[str, Any], session: Session, workdir: str | os.PathLike = "."
+    cfg: Mapping[str, Any],
+    session: Session,
+    workdir: str | os.PathLike = ".",
+    layout: Layout | None = None,
 ) -> list[str]:
     """HeudiConv + dcm2niix for one session, without top-level BIDS files (``-b notop``)."""
-    layout = Layout.from_config(cfg)
+    layout = layout or Layout.from_config(cfg)  # the Snakefile passes its own, once
     dicom = Mount(session.dicom_dir, "/data", read_only=True)
     bids = Mount(layout.bids_dir, "/out")
     heuristic = Mount(cfg["heuristic"], HEURISTIC_TARGET, read_only=True)
@@ -173,9 +176,10 @@ def qsiprep_command(
     threads: int | str,
     mem_mb: int | str,
     workdir: str | os.PathLike = ".",
+    layout: Layout | None = None,
 ) -> list[str]:
     """QSIPrep participant level for one subject over all of its sessions."""
-    layout = Layout.from_config(cfg)
+    layout = layout or Layout.from_config(cfg)  # the Snakefile passes its own, once
     stage = cfg["stages"]["qsiprep"]
     bids = Mount(layout.bids_dir, "/data", read_only=True)
     out = Mount(layout.qsiprep_dir, "/out")
@@ -205,9 +209,10 @@ def qsirecon_command(
     threads: int | str,
     mem_mb: int | str,
     workdir: str | os.PathLike = ".",
+    layout: Layout | None = None,
 ) -> list[str]:
     """QSIRecon for one session of the QSIPrep derivatives."""
-    layout = Layout.from_config(cfg)
+    layout = layout or Layout.from_config(cfg)  # the Snakefile passes its own, once
     stage = cfg["stages"]["qsirecon"]
     qsiprep = Mount(layout.qsiprep_dir, "/data", read_only=True)
     out = Mount(layout.qsirecon_dir, "/out")
@@ -243,9 +248,10 @@ def qsiparc_command(
     session: str,
     threads: int | str,
     workdir: str | os.PathLike = ".",
+    layout: Layout | None = None,
 ) -> list[str]:
     """QSIParc for one session: every configured atlas, outputs overwritten (``--force``)."""
-    layout = Layout.from_config(cfg)
+    layout = layout or Layout.from_config(cfg)  # the Snakefile passes its own, once
     stage = cfg["stages"]["qsiparc"]
     qsirecon = Mount(layout.qsirecon_dir, "/data", read_only=True)
     out = Mount(layout.qsiparc_dir, "/out")

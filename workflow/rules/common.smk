@@ -240,7 +240,9 @@ def qsirecon_work(wildcards, output):
 
 @declare_params
 def heudiconv_tool(wildcards, output):
-    return shlex.join(containers.heudiconv_command(config, session_of(wildcards)))
+    return shlex.join(
+        containers.heudiconv_command(config, session_of(wildcards), layout=LAYOUT)
+    )
 
 
 # The tools' own thread and memory options are placeholders that the step runner fills in
@@ -257,7 +259,12 @@ ATTEMPT_MEM_MB = "@NEUROFLOW_MEM_MB@"
 def qsiprep_tool(wildcards, output):
     sessions = SUBJECT_SESSIONS[wildcards.subject]
     command = containers.qsiprep_command(
-        config, wildcards.subject, sessions, ATTEMPT_THREADS, ATTEMPT_MEM_MB
+        config,
+        wildcards.subject,
+        sessions,
+        ATTEMPT_THREADS,
+        ATTEMPT_MEM_MB,
+        layout=LAYOUT,
     )
     return shlex.join(command)
 
@@ -265,7 +272,12 @@ def qsiprep_tool(wildcards, output):
 @declare_params
 def qsirecon_tool(wildcards, output):
     command = containers.qsirecon_command(
-        config, wildcards.subject, wildcards.session, ATTEMPT_THREADS, ATTEMPT_MEM_MB
+        config,
+        wildcards.subject,
+        wildcards.session,
+        ATTEMPT_THREADS,
+        ATTEMPT_MEM_MB,
+        layout=LAYOUT,
     )
     return shlex.join(command)
 
@@ -273,7 +285,7 @@ def qsirecon_tool(wildcards, output):
 @declare_params
 def qsiparc_tool(wildcards, output):
     command = containers.qsiparc_command(
-        config, wildcards.subject, wildcards.session, ATTEMPT_THREADS
+        config, wildcards.subject, wildcards.session, ATTEMPT_THREADS, layout=LAYOUT
     )
     return shlex.join(command)
 
