@@ -35,3 +35,6 @@ def non_negative(name: str, default: float, what: str = "a number", zero: str = 
 def flag(env: Mapping[str, str], name: str) -> bool:
     """True when `name` is set to 1, true or yes."""
     return (env.get(name) or "").strip().lower() in ("1", "true", "yes")
+# set by `run` for a pending-only plan: the Snakefile reads this sheet (the subjects with
+# work) instead of the study's; jobs on compute nodes inherit it
+PLAN_SHEET = "NEUROFLOW_PLAN_SHEET"

@@ -161,8 +161,11 @@ def _short_time(value: datetime | None) -> str:
 
 
 def render_run_summary(summary) -> str:
-    """`run`'s summary (a runner.RunSummary)."""
+    """`run`'s summary (a run.RunSummary)."""
     lines = []
+    if summary.plan is not None:
+        kind = "full" if summary.plan.full else "pending only"
+        lines.append(f"plan: {kind} ({summary.plan.reason})")
     for item in summary.rounds:
         lines.append(
             f"round {item.number}: snakemake exit code {item.returncode}, "

@@ -22,16 +22,25 @@ from .options import json_option, retry_options, stall_option, unlock_option
     default=None,
     help="Multiply retry delays (env NEUROFLOW_DELAY_SCALE; e.g. 0.01 in tests) [default: 1].",
 )
+@click.option(
+    "--full", is_flag=True,
+    help="Let Snakemake plan every session (default: only the subjects with work, when "
+    "that provably gives the same jobs).",
+)  # fmt: skip
 @json_option
 @stall_option
 @click.argument("snakemake_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 @library_errors
-def run_cmd(obj: Context, profile, unlock, delay_scale, as_json, stall_seconds, snakemake_args):
+def run_cmd(
+    obj: Context, profile, unlock, delay_scale, full, as_json, stall_seconds, snakemake_args
+):
     """Run the workflow; retry transient failures with backoff; dead-letter the rest.
 
-    Snakemake options go after `--`. Exit status 0 when every job succeeded, 1 when
-    anything was dead-lettered or Snakemake failed.
+    Snakemake options go after `--`. Without targets, Snakemake gets only the subjects
+    that have work, when neuroflow can show that this is what a full plan would run (else
+    it plans in full and says why; --full forces that). Exit status 0 when every job
+    succeeded, 1 when anything was dead-lettered or Snakemake failed.
 
     \b
     Examples:
@@ -57,6 +66,7 @@ def run_cmd(obj: Context, profile, unlock, delay_scale, as_json, stall_seconds, 
             delay_scale=delay_scale,
             unlock=unlock,
             stall_seconds=stall_seconds,
+            full=full,
         )
     obj.aftercare(cfg, ingested=True, db=db)
     if as_json:

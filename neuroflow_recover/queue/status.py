@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,7 +123,7 @@ def build_board(
 ) -> Board:
     """The status of every session of the sheet (of `subject` only, if given)."""
     workdir = Path(workdir)
-    layout = _absolute_layout(Layout.from_config(cfg), workdir)
+    layout = Layout.from_config(cfg).within(workdir)
     entries = _open_entries(db)
     running = running_markers(workdir) if run_in_progress(workdir) else {}
     cells = _Cells(layout, entries, running)
@@ -137,14 +137,6 @@ def build_board(
         entries=[_open_entry(e) for e in entries.values()],
         failures_by_day=_failures_by_day(db),
     )
-
-
-def _absolute_layout(layout: Layout, workdir: Path) -> Layout:
-    """Paths relative to the workflow directory, whatever the current directory is."""
-    def absolute(path: str) -> str:
-        return path if os.path.isabs(path) else os.path.normpath(workdir.absolute() / path)
-
-    return replace(layout, output_dir=absolute(layout.output_dir), work_dir=absolute(layout.work_dir))
 
 
 def _open_entries(db: DbSession) -> dict[str, DeadLetterEntry]:

@@ -25,7 +25,9 @@ from ..logsetup import get_logger
 from ..queue.entries import JobFailure, dead_letter, real_attempts
 from ..queue.ingest import IngestContext, LogIngest, ingest_log
 from ..workflow.invocation import Invocation, build_command, show_command
+from ..workflow.sheet import load_sessions
 from .lock import check_lock
+from .plan import Plan, effective_triggers, make_plan, record_state, snakefile_dir
 from .process import require_log, run_snakemake
 
 log = get_logger(__name__)
@@ -59,6 +61,7 @@ class Round:
 @dataclass
 class RunSummary:
     rounds: list[Round] = field(default_factory=list)
+    plan: Plan | None = None  # None: the user's targets, or not a neuroflow study
 
     @property
     def returncode(self) -> int:
@@ -78,6 +81,7 @@ class RunSummary:
 
     def to_dict(self) -> dict:
         return {
+            "plan": self.plan.to_dict() if self.plan else None,
             "snakemake_exit_code": self.returncode,
             "dead_lettered": self.entry_ids,
             "rounds": [
@@ -109,11 +113,14 @@ def run_workflow(
     echo: Echo | None = None,
     sleep: Callable[[float], None] = time.sleep,
     stall_seconds: float | None = None,
+    full: bool = False,
 ) -> RunSummary:
-    """Run the workflow, retry transient failures with backoff, dead-letter the rest."""
+    """Run the workflow (only the subjects with work when that is provably what Snakemake
+    would run, see `plan`), retry transient failures with backoff, dead-letter the rest."""
     workdir = Path(workdir)
     scale = delay_scale_from_env() if delay_scale is None else delay_scale
     check_lock(workdir, invocation, unlock=unlock)
+    sessions, plan = _plan(workdir, cfg, invocation, targets, full)
     rounds = _Rounds(
         session,
         IngestContext.build(workdir, cfg, invocation.to_dict()),
@@ -121,9 +128,37 @@ def run_workflow(
         policies_from_config(cfg),
         echo,
         stall_seconds,
+        summary=RunSummary(plan=plan),
     )
+    if plan is not None and not plan.full:
+        if not plan.subjects:
+            return rounds.summary  # every session is done: nothing for Snakemake to plan
+        rounds.extra_env[environment.PLAN_SHEET] = str(plan.sheet)
+    summary = _rounds(rounds, list(targets or []), scale, echo, sleep)
+    if plan is not None:
+        record_state(workdir, cfg, sessions, snakefile_dir(workdir, invocation.snakemake_args))
+    return summary
+
+
+def _plan(workdir: Path, cfg: dict, invocation: Invocation, targets, full: bool):
+    """(the study's sessions, the plan), or (None, None) when the user named targets or the
+    workflow has no sessions sheet (another workflow: Snakemake plans as always)."""
+    sheet = cfg.get("sessions") if isinstance(cfg, dict) else None
+    path = Path(workdir) / sheet if sheet else None
+    if targets or path is None or not path.is_file():
+        return None, None
+    sessions = load_sessions(path)
+    if full:
+        return sessions, Plan(True, "--full")
+    options = invocation.snakemake_args
+    triggers = effective_triggers(workdir, options, invocation.profile)
+    return sessions, make_plan(
+        workdir, cfg, sessions, snakefile_dir(workdir, options), options, triggers
+    )
+
+
+def _rounds(rounds: _Rounds, round_targets: list[str], scale, echo, sleep) -> RunSummary:
     held: list[JobFailure] = []  # failures waiting for the next round
-    round_targets = list(targets or [])
     while True:
         try:
             if held:
@@ -133,7 +168,7 @@ def run_workflow(
         except BaseException:
             # interrupted, or Snakemake did not run: what was to be retried is queued now
             if held:
-                _dead_letter_held(session, held)
+                _dead_letter_held(rounds.session, held)
             raise
         held = list(result.held) if result is not None else []
         if not held:
@@ -152,6 +187,7 @@ class _Rounds:
     echo: Echo | None
     stall_seconds: float | None
     summary: RunSummary = field(default_factory=RunSummary)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def run(self, targets: list[str], held: list[JobFailure]) -> LogIngest | None:
         """Snakemake on `targets`; its log ingested, failures that the policy retries held
@@ -163,7 +199,7 @@ class _Rounds:
             command,
             workdir,
             echo=self.echo,
-            extra_env={environment.DEFER_TRANSIENT: "1"},
+            extra_env={environment.DEFER_TRANSIENT: "1", **self.extra_env},
             stall_seconds=self.stall_seconds,
         )
         shown = display_path(run.log_path, workdir) if run.log_path else None

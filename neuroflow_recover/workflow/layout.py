@@ -21,8 +21,10 @@ gives absolute ones. Each path function takes labels without prefixes; pass
 from __future__ import annotations
 
 import functools
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError, SheetError
@@ -122,6 +124,14 @@ class Layout:
                 ScalarMap(m["workflow"], m["file"]) for m in stages["qsirecon"]["scalar_maps"]
             ),
         )
+
+    def within(self, workdir: str | os.PathLike) -> Layout:
+        """The same layout with relative directories made absolute against `workdir`."""
+
+        def absolute(path: str) -> str:
+            return path if os.path.isabs(path) else os.path.normpath(Path(workdir).absolute() / path)
+
+        return replace(self, output_dir=absolute(self.output_dir), work_dir=absolute(self.work_dir))
 
     # --- directories ---------------------------------------------------------------
     @functools.cached_property

@@ -6,12 +6,14 @@
 # and string building, declared to Snakemake once (dag_speed; measured there).
 import functools
 import json
+import os
 import shlex
 from pathlib import Path
 
 from neuroflow_recover.step.resources import stage_resources
 from neuroflow_recover.workflow import containers, dag_speed
 from neuroflow_recover.workflow.config import stage_max_attempts, validate_config
+from neuroflow_recover import environment
 from neuroflow_recover.errors import SheetError
 from neuroflow_recover.workflow.layout import RULE_STAGE, Layout, final_targets
 from neuroflow_recover.workflow.sheet import load_sessions, sessions_by_subject
@@ -26,7 +28,9 @@ SCHEMA_DIR = Path(workflow.basedir) / "schemas"
 # fills the defaults; a ConfigError names the offending keys
 validate_config(config, schema_dir=SCHEMA_DIR)
 LAYOUT = Layout.from_config(config)
-SESSIONS = load_sessions(config["sessions"], schema_dir=SCHEMA_DIR)
+# a pending-only plan of `neuroflow-recover run` hands over the subjects with work only
+SHEET = os.environ.get(environment.PLAN_SHEET) or config["sessions"]
+SESSIONS = load_sessions(SHEET, schema_dir=SCHEMA_DIR)
 SESSION = {(s.subject, s.session): s for s in SESSIONS}
 SUBJECT_SESSIONS = {
     subject: [s.session for s in rows]
