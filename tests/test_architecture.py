@@ -111,6 +111,7 @@ def test_the_snakefile_imports_neither_sqlalchemy_nor_click():
     for path in (REPO / "workflow").rglob("*.smk"):
         used |= set(re.findall(r"^from (neuroflow_recover[\w.]*) import", path.read_text(), re.M))
     assert used <= {
+        "neuroflow_recover",  # environment
         "neuroflow_recover.errors",
         "neuroflow_recover.step.resources",
         "neuroflow_recover.workflow",
