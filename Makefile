@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dag_scale.py
 	$(BIN)/python benchmarks/dlq_scale.py
 	$(BIN)/python benchmarks/status_scale.py
+	$(BIN)/python benchmarks/daily_plan.py
 
 clean:
 	rm -rf example/data example/results example/work example/.snakemake example/.neuroflow
