@@ -52,13 +52,11 @@ class Context:
 
         return load_config(self.directory, self.configfiles)
 
-    def config_if_any(self) -> dict | None:
-        """The configuration when there is one (--configfile or config/config.yaml), else None."""
-        from ..workflow.config import DEFAULT_CONFIGFILE
+    def config_or_defaults(self) -> dict:
+        """The configuration; ``{}`` (shipped defaults) in another Snakemake workflow."""
+        from ..workflow.config import config_or_defaults
 
-        if self.configfiles or (self.directory / DEFAULT_CONFIGFILE).is_file():
-            return self.config()
-        return None
+        return config_or_defaults(self.directory, self.configfiles)
 
 
 def library_errors(func):

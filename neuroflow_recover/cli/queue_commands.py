@@ -6,24 +6,32 @@ from pathlib import Path
 
 import click
 
-from ..errors import NeuroflowError
-from .app import Context, cli, current_user, echo_json, library_errors
+from ..errors import ExitCode, NeuroflowError
+from .app import Context, cli, current_user, echo_json, exit_with, library_errors
 from .options import json_option
 
 
 @cli.command("ingest", short_help="Queue the failed jobs of Snakemake main logs.")
 @click.argument("logs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--strict", is_flag=True,
+    help="Exit 1 when a log, or a failure line in one, was not understood.",
+)  # fmt: skip
 @json_option
 @click.pass_obj
 @library_errors
-def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
+def ingest_cmd(obj: Context, logs: tuple[Path, ...], strict: bool, as_json: bool) -> None:
     """Add the failed jobs of Snakemake main logs to the queue (default: every new main log
     under .snakemake/log); a job that succeeded in a later log resolves its entry.
+
+    Reads Snakemake 8.x and 9.x main logs and console output (also pasted: indented,
+    coloured, CRLF). Failure lines that became no entry are listed as not understood.
 
     \b
     Examples:
         neuroflow-recover ingest
         neuroflow-recover ingest .snakemake/log/2026-11-28T153204.406890.snakemake.log
+        neuroflow-recover ingest --strict console.txt
     """
     from ..queue.ingest import ingest_logs
     from ..recover.invocation import Invocation
@@ -32,7 +40,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
     for path in logs:
         if not path.exists():
             raise NeuroflowError(f"no such log: {path}")
-    cfg = obj.config()
+    cfg = obj.config_or_defaults()
     db = obj.open_db()
     with db.sessions() as session:
         report = ingest_logs(
@@ -46,6 +54,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
         echo_json(report.to_dict())
     else:
         click.echo(render_ingest_report(report))
+    exit_with(ExitCode.FAILED if strict and not report.understood else ExitCode.OK)
 
 
 @cli.command("list", short_help="List dead-letter entries, newest first.")

@@ -207,6 +207,10 @@ def render_ingest_report(report) -> str:
         elif item.message:
             text += f" ({item.message})"
         lines.append(text)
+        lines += [f"  recovered in the same run: {job}" for job in item.recovered]
+        lines += [
+            f"  not understood: line {n.line}: {n.text} ({n.why})" for n in item.not_understood
+        ]
     ids = report.entry_ids
     lines.append(f"dead-lettered entries: {', '.join(map(str, ids)) if ids else 'none'}")
     return "\n".join(lines)

@@ -87,7 +87,7 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
     from .render import render_retry
 
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
-    cfg = obj.config()
+    cfg = obj.config_or_defaults()
     with obj.open_db(create=False).sessions() as session:
         outcome = retry_entry(session, entry_id, obj.directory, cfg, options)
     if as_json:
@@ -117,7 +117,7 @@ def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall
     from .render import render_retry
 
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
-    cfg = obj.config()
+    cfg = obj.config_or_defaults()
     with obj.open_db(create=False).sessions() as session:
         outcomes = retry_all(session, pipeline, obj.directory, cfg, options)
     if as_json:

@@ -43,7 +43,7 @@ def classify_cmd(
 
     source = sys.stdin.buffer if file == "-" else file
     result = classify_input(
-        source, exit_code=exit_code, slurm_state=slurm_state, cfg=obj.config_if_any()
+        source, exit_code=exit_code, slurm_state=slurm_state, cfg=obj.config_or_defaults()
     )
     if as_json:
         echo_json(result.to_dict())

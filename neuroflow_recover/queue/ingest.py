@@ -8,7 +8,9 @@ exit code and SLURM state. The job then becomes (or extends) a dead-letter entry
 
 A job that finished successfully in a log AFTER its open entry's last failure (it was
 re-run by a later `snakemake`, not by `retry`) closes that entry: resolved_by "snakemake",
-the notes name the run and its log.
+the notes name the run and its log. Failure lines of the log that became no job (`RunLog.
+not_understood`) and jobs that failed and then recovered in the same run are listed in the
+result, never dropped silently.
 
 Idempotent: a log is recorded by sha256 (read in chunks) and never ingested twice; attempts
 are keyed (`event_key`) so the same attempt is never added twice either. One transaction
@@ -32,7 +34,7 @@ from ..errors import LogFormatError, NeuroflowError
 from ..logs.evidence import read_evidence
 from ..logs.locations import display_path, lock_files, main_logs, run_id_of
 from ..logs.parser import parse_log
-from ..logs.records import FailedJob, RunLog
+from ..logs.records import FailedJob, NotUnderstood, RunLog
 from ..logsetup import get_logger
 from ..step.attempts import AttemptRecord, read_records
 from ..times import as_utc, local_as_utc, parse_iso
@@ -64,6 +66,13 @@ class LogIngest:
     message: str = ""
     run_errors: list[str] = field(default_factory=list)  # the run's own (e.g. LockException)
     resolved_ids: list[int] = field(default_factory=list)  # entries whose job succeeded here
+    not_understood: list[NotUnderstood] = field(default_factory=list)  # failure lines, no job
+    recovered: list[str] = field(default_factory=list)  # "<job key> (N attempts)"
+
+    @property
+    def understood(self) -> bool:
+        """Everything in the log that says a job failed became part of an entry."""
+        return self.status != "unreadable" and not self.not_understood
 
 
 @dataclass
@@ -84,6 +93,10 @@ class IngestReport:
     def failures(self) -> list[JobFailure]:
         return [failure for item in self.logs for failure in item.failures]
 
+    @property
+    def understood(self) -> bool:
+        return all(item.understood for item in self.logs)
+
     def to_dict(self) -> dict:
         return {
             "logs": [
@@ -95,6 +108,11 @@ class IngestReport:
                     "entry_ids": item.entry_ids,
                     "resolved_ids": item.resolved_ids,
                     "message": item.message,
+                    "not_understood": [
+                        {"line": n.line, "text": n.text, "why": n.why}
+                        for n in item.not_understood
+                    ],
+                    "recovered": item.recovered,
                 }
                 for item in self.logs
             ],
@@ -189,9 +207,16 @@ def ingest_log(
     if isinstance(read, LogIngest):
         return read
     run_log, digest, size = read
-    result = LogIngest(shown, run_log.run_id, "ingested", run_errors=list(run_log.errors))
-    for job in run_log.failed_jobs:
-        failure = build_failure(context, run_log, job)
+    result = LogIngest(
+        shown, run_log.run_id, "ingested", run_errors=list(run_log.errors),
+        not_understood=list(run_log.not_understood),
+        recovered=[
+            f"{job_key(job.rule, job.wildcards, job.failures[-1].output)}"
+            f" (jobid {job.jobid}, {job.attempts} attempts)"
+            for job in run_log.recovered
+        ],
+    )  # fmt: skip
+    for failure in _failures(context, run_log):
         _put_carried_first(failure, (carried or {}).get(failure.job_key, []))
         result.failures.append(failure)
         if hold is not None and hold(failure):
@@ -284,7 +309,7 @@ def close_succeeded(
     open_entries = {key: (entry_id, as_utc(failed)) for entry_id, key, failed in rows}
     closed: list[int] = []
     for job in run_log.succeeded:
-        key = job_key(job.rule, job.wildcards)
+        key = job_key(job.rule, job.wildcards, job.output)
         if key not in open_entries or key in leave_open:
             continue
         entry_id, failed_at = open_entries[key]
@@ -310,6 +335,21 @@ def _in_progress(shown: str, run_id: str) -> LogIngest:
         "log of a run still in progress (Snakemake holds .snakemake/locks), skipped", path=shown
     )
     return LogIngest(shown, run_id, "in-progress", message="run in progress")
+
+
+def _failures(context: IngestContext, run_log: RunLog) -> list[JobFailure]:
+    """The log's failed jobs, classified; distinct jobs never share a key (two error blocks
+    that name neither wildcards nor outputs are told apart by their jobid)."""
+    failures: list[JobFailure] = []
+    seen: set[str] = set()
+    for job in run_log.failed_jobs:
+        failure = build_failure(context, run_log, job)
+        if failure.job_key in seen:
+            failure.identity = f"{failure.job_key}#{run_log.run_id}:line{job.line}"
+            log.warning("two failed jobs look alike; keyed by their line", key=failure.job_key)
+        seen.add(failure.job_key)
+        failures.append(failure)
+    return failures
 
 
 def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> JobFailure:
@@ -351,7 +391,7 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
         resource=resource,
         exit_code=exit_code,
         slurm_state=job.slurm_state,
-        jobid=job.jobid,
+        jobid=None if job.synthetic_jobid else job.jobid,
         run_id=run_log.run_id,
         failed_at=failed_at,
         log_paths=_log_paths(job, records, workdir),
@@ -366,6 +406,9 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
             "shell": job.shell,
             "snakemake_exit_code": job.exit_code,
             "tail": _tail_of(records),
+            "printed": job.printed or None,
+            "submit_failed": job.submit_failed,
+            "main_log_line": job.line or None,
         },
     )
     sessions = context.sessions if job.rule in RULE_STAGE else None
@@ -463,9 +506,10 @@ def _log_event(
         exit_code = getattr(detail, "exit_code", None)
         state = getattr(detail, "slurm_state", None)
         ended = local_as_utc(getattr(detail, "ended_at", None))
-        found = classifier.classify(
-            getattr(detail, "message", "") or "", exit_code=exit_code, slurm_state=state
+        text = "\n".join(
+            part for part in (getattr(detail, "message", ""), getattr(detail, "printed", "")) if part
         )
+        found = classifier.classify(text, exit_code=exit_code, slurm_state=state)
     return AttemptEvent(
         event_key=f"log:{run_log.run_id}:{job.jobid}:{number}",
         source="snakemake-log",
