@@ -57,6 +57,8 @@ LIST_COLUMNS = (
 
 def render_table(entries: list[DeadLetterEntry], *, show_resolved: bool = False) -> str:
     columns = list(LIST_COLUMNS)
+    if any(entry.subject_id is None for entry in entries):  # another workflow's jobs
+        columns.insert(columns.index(("RULE", "rule")) + 1, ("JOB", "job"))
     if show_resolved:
         columns.append(("RESOLVED", "resolved"))
     rows = []
@@ -64,6 +66,7 @@ def render_table(entries: list[DeadLetterEntry], *, show_resolved: bool = False)
         data = entry_summary(entry)
         data["failed_at"] = _short_time(entry.failed_at)
         data["resolved"] = "yes" if entry.resolved else "no"
+        data["job"] = entry.job_key.partition("/")[2]
         rows.append([_cell(data[key]) for _, key in columns])
     headers = [title for title, _ in columns]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
@@ -86,6 +89,7 @@ def render_entry(entry: DeadLetterEntry) -> str:
         f"Dead-letter entry {entry.id}  [{status}]",
         f"  pipeline:     {data['pipeline']}",
         f"  rule:         {data['rule']}",
+        f"  job:          {data['job_key']}",
         f"  subject:      {_cell(data['subject'])}",
         f"  session:      {_cell(data['session'])}",
         f"  wildcards:    {_wildcards(data['wildcards'])}",

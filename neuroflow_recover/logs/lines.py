@@ -41,10 +41,13 @@ SUBMIT_FAILED = re.compile(
     r"|Error submitting jobscript"
 )
 EXCEPTION_START = re.compile(r"[A-Z]\w*(?:Exception|Error)(?::|\s+in\s)")
+# `ValueError: ...` (not `... in file`, not `...Exception`): a Python tool's last line
+TOOL_ERROR = re.compile(r"[A-Z]\w*Error:")
 MISSING_OUTPUT_JOB = re.compile(
     r"Job (\d{1,18}) +completed successfully, but some output files are missing"
 )
 MISSING_OUTPUT_RULE = re.compile(r"MissingOutputException in rule (\w+)")
+QUOTED_COMMAND = re.compile(r"Command '.*?' returned(?= non-zero exit status)", re.DOTALL)
 EXIT_STATUS = re.compile(r"returned non-zero exit status (-?\d{1,9})\b")
 DIED_SIGNAL = re.compile(r"died with <Signals\.\w+: (\d{1,3})>")
 SRUN_EXIT = re.compile(r"srun: error: .*: tasks? [\d,-]+: Exited with exit code (\d{1,9})\b")
@@ -60,7 +63,7 @@ LOG_SUFFIX_NOTE = "(check log file(s) for error details)"
 SHELL_END = re.compile(
     r"\s*\((?:command|one of the commands) exited with non-zero exit code[^)]*\)"
 )
-HEADER_FIELD = re.compile(r"  (Date|Snakemake version|Working directory): (.*)")
+HEADER_FIELD = re.compile(r"  (Date|Snakemake version|Working directory|Command): (.*)")
 ELAPSED = re.compile(r"Elapsed time: (?:(\d{1,6}) days?, )?(\d{1,2}):(\d\d):(\d\d(?:\.\d{1,9})?)")
 RUN_ID_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d{6}(?:\.\d+)?)")
 # lines that occur in every kind of Snakemake main log (used to recognise one)
@@ -186,6 +189,12 @@ def split_files(text: str) -> list[str]:
     if files and is_cut(files[-1]):
         files.pop()
     return files
+
+
+def without_commands(text: str) -> str:
+    """`text` with the commands a RuleException quotes left out: what ran is not what
+    happened (a command may contain any words, e.g. the messages it echoes)."""
+    return QUOTED_COMMAND.sub("Command '...' returned", text)
 
 
 def exit_code_from_text(text: str) -> int | None:

@@ -11,7 +11,7 @@ docs/architecture.md, "Main logs".
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from .lines import (
     SUBMIT_FAILED,
     SUBMITTED,
     TIMESTAMP,
+    TOOL_ERROR,
     exit_code_from_text,
     is_cut,
     is_structural,
@@ -55,6 +56,7 @@ from .records import FailedJob, JobAttempt, NotUnderstood, RecoveredJob, RunLog,
 from .slurm import looks_like_slurm_log
 
 MAX_SHOWN_CHARS = 256 * 1024  # --show-failed-logs copy kept per log file
+MIN_CUT_MATCH = 20  # characters a cut command must still show to be matched
 MAX_NOT_UNDERSTOOD = 1000  # listed per log (the count of the rest is a warning)
 # keys of job and error blocks: after a multi-line `message:` any other `key:` continues it
 BLOCK_KEYS = frozenset(
@@ -95,7 +97,7 @@ class _Exception:
     text: BoundedText
     timestamp: datetime | None
     lineno: int = 0
-    printed: BoundedText | None = None  # the lines just before it (the tool's stderr)
+    printed: list = field(default_factory=list)  # the lines just before it (the tool's stderr)
 
 
 class _Parser:
@@ -111,6 +113,7 @@ class _Parser:
         # RuleException texts not yet attributed to an error block (printed just before it)
         self.rule_exceptions: deque[_Exception] = deque()
         self.printed = PrintedLines()
+        self.running: set[int] = set()  # jobids whose current attempt is running
         self.not_understood: list[NotUnderstood] = []
         self.not_understood_dropped = 0
         self.restart_lines: list[tuple[int, int]] = []  # (line, jobid)
@@ -125,6 +128,7 @@ class _Parser:
         self.first_time: datetime | None = None
         self.header_date: datetime | None = None
         self.version: str | None = None
+        self.command: str | None = None  # the run's command line (9.x header)
         self.elapsed: timedelta | None = None
         self.seen_marker = False
         self.end_marker = False  # "Complete log(s):", "Nothing to be done", 100% done, unlocked
@@ -180,17 +184,10 @@ class _Parser:
         )
         attempt.threads = small_int(fields.get("threads"))
         previous.append(attempt)
+        self.running.add(jobid)
         self.pending_restart.discard(jobid)
         self.attempt_line[jobid] = self.block_line  # where the attempt's job block starts
         return attempt
-
-    def _running(self) -> list[int]:
-        return [jobid for jobid, attempts in self.jobs.items() if attempts[-1].status == "running"]
-
-    def _job_starts(self) -> None:
-        """A new job starts: the lines printed so far belong to the job running before it."""
-        if self.printed.current:
-            self.printed.job_started(self._running())
 
     def _not_understood(self, line: int, text: str, why: str) -> None:
         if len(self.not_understood) < MAX_NOT_UNDERSTOOD:
@@ -201,9 +198,8 @@ class _Parser:
     def _end_job_block(self) -> None:
         fields = self.block
         jobid = small_int(fields.get("jobid"))
-        if jobid is None:
-            self.warnings.append(f"job block of rule {self.block_rule} without a jobid skipped")
-            return
+        if jobid is None:  # an excerpt: its error block is found by rule and output
+            jobid = self._new_synthetic_jobid()
         current = self._attempt_for(jobid)
         if (
             current is not None
@@ -214,7 +210,6 @@ class _Parser:
             if not current.wildcards:
                 current.wildcards = split_assignments(fields.get("wildcards", ""))
             return
-        self._job_starts()
         self._new_attempt(jobid, self.block_rule, fields, self.block_time)
 
     def _starts_new_exception(self, line: str) -> bool:
@@ -239,7 +234,7 @@ class _Parser:
         if is_cut(first):
             first = first[:-1]
         if first:
-            chosen = next((e for e in reversed(candidates) if first in e.text.text()), None)
+            chosen = next((e for e in reversed(candidates) if _quotes(e.text, first)), None)
             if chosen is None:
                 return None  # its text is not in the log; do not take a neighbour's
         else:
@@ -283,6 +278,7 @@ class _Parser:
         attempt.status = "failed"
         attempt.ended_at = when
         attempt.line = self.lineno
+        self.running.discard(attempt.jobid)
         code = exit_code_from_text(attempt.message)
         if code is not None:
             attempt.exit_code = code
@@ -301,11 +297,14 @@ class _Parser:
             running = [a for a in running if a.output[:1] == outputs[:1]]
         if len(running) == 1:
             return running[0].jobid
-        self.synthetic_jobid -= 1
         self.warnings.append(
             f"line {self.error_line[0]}: error block of rule {rule or '?'} without a jobid:"
             " kept as a job of its own"
         )
+        return self._new_synthetic_jobid()
+
+    def _new_synthetic_jobid(self) -> int:
+        self.synthetic_jobid -= 1
         return self.synthetic_jobid
 
     def _error_texts(self, attempt: JobAttempt, fields: dict[str, str], jobid: int) -> list[str]:
@@ -318,7 +317,7 @@ class _Parser:
             parts.append(exc.text.text())
         # the lines just before its exception, else just before the error block
         before = exc.printed if exc is not None else self.printed.take()
-        printed = self.printed.of_job(jobid, before)
+        printed = self.printed.of_job(jobid, self.attempt_line.get(jobid, 0), before)
         if printed:
             attempt.printed = printed
         message = fields.get("message", "None")
@@ -365,7 +364,7 @@ class _Parser:
             attempt = self._new_attempt(jobid, rule, {}, exc.timestamp)
         if not attempt.rule:
             attempt.rule = rule
-        printed = self.printed.of_job(jobid, exc.printed)
+        printed = self.printed.of_job(jobid, self.attempt_line.get(jobid, 0), exc.printed)
         if printed:
             attempt.printed = printed
         self._fail(attempt, exc.text.text(), exc.timestamp)
@@ -390,6 +389,7 @@ class _Parser:
             return
         last = max(waiting, key=lambda a: self.attempt_line.get(a.jobid, 0))
         self._exception_fails(last.jobid, last.rule, exc).submit_failed = True
+        self.last_event_terminal_error = True  # the run ended with it
 
     def _end_shown(self) -> None:
         if self.last_error_attempt is not None and self.shown_text is not None:
@@ -524,7 +524,7 @@ class _Parser:
             m = pattern.fullmatch(line) if pattern is not None else None
             if (pattern is None or m) and handler(line, m) is not False:
                 return
-        if line == "RuleException:" or line.startswith("Waiting at most") or EXCEPTION_START.match(line):
+        if self._starts_exception(line):
             self.mode = "exception"
             self.exc = _Exception(BoundedText(), self.now, self.lineno, self.printed.take())
             self.exc.text.add(line)
@@ -533,8 +533,18 @@ class _Parser:
             self.seen_marker = True
         elif self.skip_next or self.in_stats:
             self.skip_next = False
-        elif not is_snakemake_info(line):
-            self.printed.add(line)  # a job's own output (a rule without `log:`)
+        elif not is_snakemake_info(line):  # a job's own output (a rule without `log:`)
+            sole = next(iter(self.running)) if len(self.running) == 1 else None
+            self.printed.add(self.lineno, line, sole)
+
+    def _starts_exception(self, line: str) -> bool:
+        """Snakemake's own exceptions; `XError: ...` while jobs run is a tool's output."""
+        if line == "RuleException:" or line.startswith("Waiting at most"):
+            return True
+        m = EXCEPTION_START.match(line)
+        if m is None:
+            return False
+        return not (self.running and TOOL_ERROR.match(line) and not line.startswith("Workflow"))
 
     def _on_timestamp(self, line: str, _m) -> bool:
         when = parse_timestamp(line)
@@ -629,7 +639,6 @@ class _Parser:
         jobid = int(m.group(1))
         current = self._attempt_for(jobid)
         if current is None or current.status != "running" or jobid in self.pending_restart:
-            self._job_starts()
             attempt = self._new_attempt(jobid, "", {}, self.now)
             attempt.reason = m.group(2)
         return True
@@ -681,6 +690,8 @@ class _Parser:
         if key == "Snakemake version":
             self.version = value.strip()
             self.seen_marker = True
+        elif key == "Command":
+            self.command = value.strip()
         elif key == "Date":
             try:
                 self.header_date = datetime.strptime(
@@ -701,6 +712,7 @@ class _Parser:
             attempt = self._new_attempt(jobid, attempt.rule, {}, None)
         attempt.status = "finished"
         attempt.ended_at = self.now
+        self.running.discard(jobid)
         if not attempt.rule:
             attempt.rule = rule
         if seen_block:  # without its job block the wildcards are unknown
@@ -749,6 +761,7 @@ class _Parser:
             unfinished=unfinished,
             errors=workflow_errors,
             snakemake_version=self.version,
+            command=self.command,
             executor="slurm" if self.slurm else "local",
             succeeded=self.succeeded,
             not_understood=self.not_understood,
@@ -884,6 +897,19 @@ def _split_logs(
             continue
         rule_logs.append(f)
     return rule_logs, slurm_log
+
+
+def _quotes(text: BoundedText, command: str) -> bool:
+    """The exception text quotes `command` (its first line), also when a pager cut one of
+    them: the part both still show must agree."""
+    if command in text.text():
+        return True
+    for line in text.lines:
+        if is_cut(line) and "Command '" in line:
+            shown = line[:-1].split("Command '", 1)[1].removeprefix("set -euo pipefail;").strip()
+            if len(shown) >= MIN_CUT_MATCH and command.startswith(shown):
+                return True
+    return False
 
 
 def _summary(text: str) -> str:

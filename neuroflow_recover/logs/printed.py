@@ -45,6 +45,8 @@ _SNAKEMAKE_INFO = (
     "Retrieving ",
     "Storing ",
     "sbatch call:",
+    "No wall time information given",
+    "No job memory information",
     "Cancelling snakemake on user request",
     "Terminating processes on user request",
     "Exiting because",
@@ -91,43 +93,50 @@ class BoundedText:
         return bool(self.lines)
 
 
+Line = tuple[int, str, "int | None"]  # (line number, text, the only job running then)
+
+
 class PrintedLines:
-    """The lines since the last event belong to the job of the event that follows them.
+    """The lines since the last event belong to the job of the event that follows them, if
+    that job had started when they were printed.
 
     A tool's stderr reaches the console just before Snakemake's RuleException for it, so an
     exception takes the lines before it (`take`); an error block without an exception (SLURM,
-    a partial log) takes them too; a finished job's are dropped. When a new job starts, the
-    lines so far go to the job that was running, if only one was: with several running, their
-    lines interleave and are attributed to none.
+    a partial log) takes them too; a finished job's are dropped. A line printed before the
+    failed job started goes to the job that was the only one running then, else to none.
+    What the log cannot tell: of parallel jobs that all started before a line, which printed
+    it (the next one to fail gets it).
     """
 
     def __init__(self) -> None:
-        self.current = BoundedText()
+        self.current: deque[Line] = deque()
+        self.size = 0
         self.by_job: dict[int, BoundedText] = {}
 
-    def add(self, line: str) -> None:
-        self.current.add(line)
+    def add(self, lineno: int, line: str, sole_running: int | None) -> None:
+        self.current.append((lineno, line, sole_running))
+        self.size += len(line) + 1
+        while self.size > MAX_TEXT_CHARS and len(self.current) > 1:
+            self.size -= len(self.current.popleft()[1]) + 1
 
-    def take(self) -> BoundedText | None:
-        """The lines since the last event (None if there are none); starts a new group."""
-        if not self.current:
-            return None
-        taken, self.current = self.current, BoundedText()
+    def take(self) -> list[Line]:
+        """The lines since the last event; starts a new group."""
+        taken = list(self.current)
+        self.current.clear()
+        self.size = 0
         return taken
-
-    def job_started(self, running: list[int]) -> None:
-        taken = self.take()
-        if taken is not None and len(running) == 1:
-            self.by_job.setdefault(running[0], BoundedText()).extend(taken)
 
     def job_finished(self, jobid: int) -> None:
         self.take()
         self.by_job.pop(jobid, None)
 
-    def of_job(self, jobid: int, *groups: BoundedText | None) -> str:
-        """The job's own lines and the given groups, in order; forgets the job's."""
+    def of_job(self, jobid: int, started: int, group: list[Line]) -> str:
+        """The job's lines: those kept for it, then those of `group` printed after it started
+        (line `started`); the group's earlier lines go to the job running alone then."""
         text = self.by_job.pop(jobid, None) or BoundedText()
-        for group in groups:
-            if group is not None:
-                text.extend(group)
+        for lineno, line, sole in group:
+            if lineno > started or sole == jobid:
+                text.add(line)
+            elif sole is not None:
+                self.by_job.setdefault(sole, BoundedText()).add(line)
         return text.text()

@@ -132,6 +132,7 @@ class RunLog:
     unfinished: list[JobAttempt] = field(default_factory=list)  # running when the log ends
     errors: list[str] = field(default_factory=list)  # the run's own errors (LockException, ...)
     snakemake_version: str | None = None
+    command: str | None = None  # the run's command line (the 9.x header's `Command:`)
     executor: str = "local"  # local | slurm (a SLURM submission line was seen)
     # every job that finished successfully (whose job block was seen), in log order
     succeeded: list[SucceededJob] = field(default_factory=list)

@@ -409,6 +409,7 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
             "printed": job.printed or None,
             "submit_failed": job.submit_failed,
             "main_log_line": job.line or None,
+            "command": run_log.command,
         },
     )
     sessions = context.sessions if job.rule in RULE_STAGE else None
