@@ -169,6 +169,19 @@ def test_refusal_that_passes_is_transient(tmp_path, version):
     assert "Required partition not available" in entry["evidence"]
 
 
+@pytest.mark.parametrize("version", ["sm8", "sm9"])
+def test_a_failed_group_fails_each_of_its_jobs(tmp_path, version):
+    """A group job (three `align` jobs) fails as a whole: each job is an entry of its own,
+    with its wildcards (from the indented job blocks) and its output as target."""
+    work = copy(f"cluster_group-{version}", tmp_path)
+    _, entries = ingest(work, work / "console.txt")
+    for sample in "ABC":
+        entry = show(work, f"align/sample-{sample}", entries)
+        assert entry["error_message"].startswith("Error in group g1")
+        assert entry["targets"] == [f"aligned/{sample}.bam"]
+        assert entry["wildcards"] == {"sample": sample}
+
+
 @pytest.mark.parametrize("form", ["pasted_indented", "pasted_quoted", "pasted_pager_cut"])
 def test_pasted_forms_read_like_the_console(tmp_path, form):
     """Indented by four spaces (Markdown), quoted (`> `), cut by `less -S`: the same jobs and

@@ -20,7 +20,8 @@ JOB_HEADER = re.compile(r"(local)?(?:checkpoint|rule) ([A-Za-z_][\w]*):")
 JOB_HEADER_PREFIXES = ("localrule ", "rule ", "localcheckpoint ", "checkpoint ")
 MESSAGE_JOB = re.compile(r"Job (\d{1,18}): (.*)")
 ERROR_HEADER = re.compile(r"Error in rule ([A-Za-z_][\w]*):")
-GROUP_ERROR = re.compile(r"Error in group (\S+?):?")
+GROUP_ERROR = re.compile(r"Error in group (\S+?):?")  # 8.x
+GROUP_MESSAGE = re.compile(r"message: Error in group (\S+)")  # 9.x: indented, no header
 # `    key: value` of a job or error block (deeper inside a group job's error)
 FIELD = re.compile(r"[ \t]{4,}([A-Za-z_][\w-]*): ?(.*)")
 RESTART = re.compile(r"Trying to restart job (\d{1,18})\.")

@@ -25,6 +25,7 @@ from .lines import (
     FINISHED,
     FINISHED_8,
     GROUP_ERROR,
+    GROUP_MESSAGE,
     HEADER_FIELD,
     JOB_HEADER,
     JOB_HEADER_PREFIXES,
@@ -118,7 +119,7 @@ class _Parser:
         self.not_understood_dropped = 0
         self.restart_lines: list[tuple[int, int]] = []  # (line, jobid)
         self.slurm_failed_lines: list[tuple[int, str, str]] = []  # (line, text, SLURM id)
-        self.group_jobs: list[tuple[int, str, int]] = []  # (line, rule, jobid) of failed groups
+        self.group_jobs: list[list] = []  # [rule, jobid, output] of the failed group's jobs
         self.synthetic_jobid = 0  # error blocks without `jobid:` get -1, -2, ...
         # the run's own exceptions (LockException, ...); the last ones if there are many
         self.run_errors: deque[str] = deque(maxlen=100)
@@ -423,7 +424,7 @@ class _Parser:
     def _in_block(self, line: str) -> bool:
         """`    key: value` lines of a job or error block (`    shell:` starts the command);
         other indented lines continue the value before them (a multi-line message)."""
-        if line[:1] in (" ", "\t"):
+        if line[:1] in (" ", "\t") and not _opens_block(line.strip()):
             if self.mode == "error" and line.strip() == "shell:":
                 self.mode = "shell"
                 self.shell_text = BoundedText()
@@ -469,21 +470,36 @@ class _Parser:
         return True
 
     def _in_group(self, line: str) -> bool:
-        """`Error in group G:` lists its jobs (`rule X:` then `jobid: N`); their own error
-        blocks follow, indented."""
-        if not line[:1] in (" ", "\t"):
+        """A failed group's `message:` and `jobs:` (`rule X:`, `jobid: N`, `output: ...`)."""
+        text = line.strip()
+        header = JOB_HEADER.fullmatch(text)  # a job of the list, not a job block
+        if not line[:1] in (" ", "\t") or _opens_block(text) and not header:
             self.close_block()
             return False
-        text = line.strip()
-        header = JOB_HEADER.fullmatch(text)
+        key, _, value = text.partition(": ")
         if header:
-            self.block_rule = header.group(2)
-        elif text.startswith("jobid:") and small_int(text[6:]) is not None:
-            self.group_jobs.append((self.error_line[0], self.block_rule, int(text[6:])))
+            self.group_jobs.append([header.group(2), None, ""])
+        elif key in ("jobid", "output") and self.group_jobs:
+            self.group_jobs[-1][1 if key == "jobid" else 2] = value
+        elif key == "message":
+            self.block["message"] = value
         return True
 
     def _end_group(self) -> None:
-        if not any(line == self.error_line[0] for line, _, _ in self.group_jobs):
+        """Every job of a failed group failed (Snakemake removes all their outputs); 9.x
+        prints each one's error block after it, 8.x only the list."""
+        jobs, self.group_jobs = self.group_jobs, []
+        text = f"{self.error_line[1].strip()}\n{self.block.get('message', '')}".strip()
+        for rule, jobid, output in jobs:
+            number = small_int(jobid)
+            if number is None:
+                continue
+            attempt = self._attempt_for(number)
+            if attempt is None or attempt.status == "finished" or number in self.pending_restart:
+                attempt = self._new_attempt(number, rule, {"output": output}, self.block_time)
+            self._fail(attempt, text, self.block_time or self.now)
+            attempt.line = self.error_line[0]
+        if not jobs:
             self._not_understood(*self.error_line, "a failed group without the jobs it ran")
 
     def _in_exception(self, line: str) -> bool:
@@ -547,9 +563,13 @@ class _Parser:
         return not (self.running and TOOL_ERROR.match(line) and not line.startswith("Workflow"))
 
     def _on_timestamp(self, line: str, _m) -> bool:
+        """`[Sat Nov 28 15:32:04 2026]`, alone or before a line about a group job."""
         when = parse_timestamp(line)
         if when is None:
-            return False
+            m = TIMESTAMP.match(line)
+            when = parse_timestamp(m.group()) if m else None
+            if when is None:
+                return False
         self.now = when
         if self.first_time is None:
             self.first_time = when
@@ -561,11 +581,12 @@ class _Parser:
             self._header(m.group(1), m.group(2))
             return True
         text = line.strip()
-        if (
-            text.startswith("[") and TIMESTAMP.fullmatch(text)
-            or text.startswith(JOB_HEADER_PREFIXES) and JOB_HEADER.fullmatch(text)
-            or text.startswith("Error in rule ") and ERROR_HEADER.fullmatch(text)
-        ):
+        group = GROUP_MESSAGE.fullmatch(text)
+        if group:  # 9.x prints no header for a failed group
+            self._open_block("group", "")
+            self.error_line = (self.lineno, f"Error in group {group.group(1)}")
+            return True
+        if _opens_block(text):
             self.top(text)  # a job of a group: its blocks are indented
             return True
         return False  # a job's own output
@@ -583,7 +604,7 @@ class _Parser:
 
     def _on_group_error(self, line: str, _m) -> None:
         self._open_block("group", "")
-        self.error_line = (self.lineno, line)
+        self.error_line = (self.lineno, line.rstrip(":"))
 
     def _on_slurm_failed(self, line: str, _m) -> bool:
         """`SLURM-job 'M' failed, SLURM status is: 'S'` on a line of its own."""
@@ -867,12 +888,6 @@ class _Parser:
                 for a in attempts
             ):
                 self._not_understood(line, text, f"no job was submitted as SLURM job {slurm_id}")
-        for line, rule, jobid in self.group_jobs:
-            if not any(a.status == "failed" for a in self.jobs.get(jobid, ())):
-                self._not_understood(
-                    line, f"Error in group: rule {rule}, jobid {jobid}",
-                    "a job of a failed group without its own error block",
-                )  # fmt: skip
         for exc in self.rule_exceptions:
             self._not_understood(
                 exc.lineno, _summary(exc.text.text()),
@@ -897,6 +912,15 @@ def _split_logs(
             continue
         rule_logs.append(f)
     return rule_logs, slurm_log
+
+
+def _opens_block(text: str) -> bool:
+    """A time stamp, job header or error header (indented inside a group job)."""
+    return bool(
+        text.startswith("[") and TIMESTAMP.fullmatch(text)
+        or text.startswith(JOB_HEADER_PREFIXES) and JOB_HEADER.fullmatch(text)
+        or text.startswith("Error in rule ") and ERROR_HEADER.fullmatch(text)
+    )
 
 
 def _quotes(text: BoundedText, command: str) -> bool:
