@@ -300,3 +300,49 @@ def test_retry_in_another_snakemake_workflow(tmp_path):
     assert retried.exit_code == 0, retried.output
     assert (work / "summary.txt").read_text() == "summarized\n"
     assert show(work, "summarize/output=summary.txt", entries)["resolved_by"] == "retry"
+
+
+# ------------------------------------------------------------------ failure lines out of context
+
+
+def altered(tmp_path: Path, name: str, change) -> Path:
+    """A real console output with one change (what a partial or edited paste does)."""
+    path = tmp_path / f"{name}.txt"
+    path.write_text(change((WILD / "keep_going-sm9" / "console.txt").read_text()))
+    return path
+
+
+def test_a_restart_of_a_job_that_never_failed_is_not_understood(tmp_path):
+    path = altered(tmp_path, "restart", lambda t: t.replace(
+        "Exiting because", "Trying to restart job 99.\nExiting because", 1))
+    run = parse_log(path)
+    (item,) = run.not_understood
+    assert item.text == "Trying to restart job 99." and "no failure" in item.why
+    assert item.line == path.read_text().splitlines().index("Trying to restart job 99.") + 1
+
+
+def test_an_error_header_cut_by_a_pager_still_finds_its_job_by_jobid(tmp_path):
+    path = altered(tmp_path, "cut", lambda t: t.replace(
+        "Error in rule summarize:", "Error in rule summ>", 1))
+    run = parse_log(path)
+    assert sorted(j.rule for j in run.failed_jobs) == ["align", "align", "summarize"]
+    assert run.not_understood == []
+
+
+def test_an_error_block_of_an_unknown_job_without_a_rule_is_not_understood(tmp_path):
+    path = altered(tmp_path, "unknown", lambda t: t.replace(
+        "Error in rule summarize:\n    message: None\n    jobid: 4",
+        "Error in rule summ>\n    message: None\n    jobid: 77", 1))
+    run = parse_log(path)
+    assert sorted(j.rule for j in run.failed_jobs) == ["align", "align"]
+    assert [n.text for n in run.not_understood] == ["Error in rule summ>"]
+
+
+def test_a_slurm_failure_line_of_an_unknown_job_is_not_understood(tmp_path):
+    line = "SLURM-job '4711' failed, SLURM status is: 'NODE_FAIL'."
+    path = altered(tmp_path, "slurm", lambda t: t.replace(
+        "Exiting because", f"{line}\nExiting because", 1))
+    run = parse_log(path)
+    assert [(n.text, n.why) for n in run.not_understood] == [
+        (line, "no job was submitted as SLURM job 4711")
+    ]

@@ -254,6 +254,8 @@ class _Parser:
             # no job block seen for it (log starts late, or an unprinted job): build one
             if not rule:
                 self._not_understood(*self.error_line, "an error block whose rule cannot be read")
+                shell = self.shell_text.text() if self.shell_text is not None else None
+                self._claim_exception(shell, 0)  # listed once, with the block
                 return
             attempt = self._new_attempt(jobid, rule, fields, self.block_time)
         if not attempt.rule:

@@ -356,27 +356,9 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
     """Classify one failed job of a run and gather everything the queue keeps about it."""
     workdir = context.workdir
     records = _records_in_window(workdir, job, run_log)
-    evidence_text = ""
-    try:
-        evidence_text = read_evidence(job, workdir) or ""
-    except (OSError, NeuroflowError) as exc:
-        log.warning("cannot read evidence", rule=job.rule, error=str(exc))
-    ran = [r for r in records if not r.skipped and r.error_class]
-    final_has_record = bool(records) and max(r.attempt for r in records) >= job.attempts
-    if ran and final_has_record:
-        chosen = ran[-1]
-        error_class, retryable = chosen.error_class, bool(chosen.retryable)
-        resource, pattern_id, evidence = chosen.resource, chosen.pattern_id, chosen.evidence
-        exit_code = chosen.exit_code
-    else:
-        classification = context.classifier.classify(
-            evidence_text or job.message or "",
-            exit_code=job.exit_code,
-            slurm_state=job.slurm_state,
-        )
-        error_class, retryable = classification.error_class, classification.retryable
-        resource, pattern_id = classification.resource, classification.pattern_id
-        evidence, exit_code = classification.evidence, job.exit_code
+    found, exit_code = _classification(context, job, records)
+    error_class, retryable = found.error_class, found.retryable
+    resource, pattern_id, evidence = found.resource, found.pattern_id, found.evidence
     failed_at = local_as_utc(job.failed_at) or local_as_utc(run_log.finished_at) or datetime.now(UTC)
     failure = JobFailure(
         rule=job.rule,
@@ -416,6 +398,30 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
     failure.targets = targets_for(failure, context.cfg, sessions)
     failure.events = _events(job, run_log, records, failure, context.classifier)
     return failure
+
+
+def _classification(
+    context: IngestContext, job: FailedJob, records: list[AttemptRecord]
+) -> tuple[Classification, int | None]:
+    """(class, exit code) of a failed job: its last attempt record that ran the tool, when
+    the record covers the last attempt; else its evidence with exit code and SLURM state."""
+    ran = [r for r in records if not r.skipped and r.error_class]
+    if ran and max(r.attempt for r in records) >= job.attempts:
+        chosen = ran[-1]
+        found = Classification(
+            chosen.error_class, bool(chosen.retryable), chosen.resource, chosen.pattern_id,
+            chosen.evidence,
+        )  # fmt: skip
+        return found, chosen.exit_code
+    evidence_text = ""
+    try:
+        evidence_text = read_evidence(job, context.workdir) or ""
+    except (OSError, NeuroflowError) as exc:
+        log.warning("cannot read evidence", rule=job.rule, error=str(exc))
+    found = context.classifier.classify(
+        evidence_text or job.message or "", exit_code=job.exit_code, slurm_state=job.slurm_state
+    )
+    return found, job.exit_code
 
 
 def _tail_of(records: list[AttemptRecord]) -> list[str]:
