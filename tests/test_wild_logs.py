@@ -346,3 +346,19 @@ def test_a_slurm_failure_line_of_an_unknown_job_is_not_understood(tmp_path):
     assert [(n.text, n.why) for n in run.not_understood] == [
         (line, "no job was submitted as SLURM job 4711")
     ]
+
+
+def test_console_outputs_of_two_runs_are_two_runs_and_one_run_is_one(tmp_path):
+    """Two runs' `console.txt` (the same name) are two failures of each job; a 9.x run's main
+    log and its console output are one run (its Workflow ID), so nothing is counted twice."""
+    work = copy("keep_going-sm9", tmp_path)
+    (work / "other").mkdir()
+    shutil.copy2(WILD / "parallel-sm9" / "console.txt", work / "other" / "console.txt")
+    ingest(work, work / "console.txt")
+    report, entries = ingest(work, work / "other" / "console.txt")
+    assert report["logs"][0]["run_id"] != "console"
+    assert {e["job_key"]: e["attempts"] for e in entries}["align/sample-A"] == 2
+    single = copy("keep_going-sm9", tmp_path / "single")
+    ingest(single, log_of(single, "*.snakemake.log"))
+    _, entries = ingest(single, single / "console.txt")
+    assert {e["attempts"] for e in entries} == {1}

@@ -64,7 +64,9 @@ LOG_SUFFIX_NOTE = "(check log file(s) for error details)"
 SHELL_END = re.compile(
     r"\s*\((?:command|one of the commands) exited with non-zero exit code[^)]*\)"
 )
-HEADER_FIELD = re.compile(r"  (Date|Snakemake version|Working directory|Command): (.*)")
+HEADER_FIELD = re.compile(
+    r"  (Date|Snakemake version|Working directory|Command|Workflow ID): (.*)"
+)
 ELAPSED = re.compile(r"Elapsed time: (?:(\d{1,6}) days?, )?(\d{1,2}):(\d\d):(\d\d(?:\.\d{1,9})?)")
 RUN_ID_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d{6}(?:\.\d+)?)")
 # lines that occur in every kind of Snakemake main log (used to recognise one)

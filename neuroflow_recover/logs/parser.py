@@ -130,6 +130,7 @@ class _Parser:
         self.header_date: datetime | None = None
         self.version: str | None = None
         self.command: str | None = None  # the run's command line (9.x header)
+        self.workflow_id: str | None = None  # the run's UUID (9.x header)
         self.elapsed: timedelta | None = None
         self.seen_marker = False
         self.end_marker = False  # "Complete log(s):", "Nothing to be done", 100% done, unlocked
@@ -715,6 +716,8 @@ class _Parser:
             self.seen_marker = True
         elif key == "Command":
             self.command = value.strip()
+        elif key == "Workflow ID":
+            self.workflow_id = value.strip()
         elif key == "Date":
             try:
                 self.header_date = datetime.strptime(
@@ -764,11 +767,14 @@ class _Parser:
     def result(self, complete_lines: bool) -> RunLog:
         self.close_block()
         self._unaccounted()
+        started = run_id_time(self.run_id) or self.header_date or self.first_time
+        if run_id_time(self.run_id) is None and started is not None:
+            # a console output or a paste (`console.txt`): its name says nothing of the run
+            self.run_id = f"{self.run_id}@{started:%Y-%m-%dT%H%M%S}"
         failed_jobs, recovered, unfinished = self._outcomes()
         self.not_understood.sort(key=lambda item: item.line)
         workflow_errors = list(self.run_errors)
         complete = self.end_marker or (self.last_event_terminal_error and complete_lines)
-        started = run_id_time(self.run_id) or self.header_date or self.first_time
         failed_jobs.sort(key=lambda j: (j.failed_at is None, j.failed_at or datetime.min, j.jobid))
         return RunLog(
             path=str(self.path),
@@ -785,6 +791,7 @@ class _Parser:
             errors=workflow_errors,
             snakemake_version=self.version,
             command=self.command,
+            workflow_id=self.workflow_id,
             executor="slurm" if self.slurm else "local",
             succeeded=self.succeeded,
             not_understood=self.not_understood,

@@ -133,6 +133,7 @@ class RunLog:
     errors: list[str] = field(default_factory=list)  # the run's own errors (LockException, ...)
     snakemake_version: str | None = None
     command: str | None = None  # the run's command line (the 9.x header's `Command:`)
+    workflow_id: str | None = None  # the run's UUID (9.x header): its main log and console
     executor: str = "local"  # local | slurm (a SLURM submission line was seen)
     # every job that finished successfully (whose job block was seen), in log order
     succeeded: list[SucceededJob] = field(default_factory=list)

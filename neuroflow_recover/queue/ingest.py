@@ -518,7 +518,8 @@ def _log_event(
         )
         found = classifier.classify(text, exit_code=exit_code, slurm_state=state)
     return AttemptEvent(
-        event_key=f"log:{run_log.run_id}:{job.jobid}:{number}",
+        # the same run's main log and console output give the same keys (9.x: its UUID)
+        event_key=f"log:{run_log.workflow_id or run_log.run_id}:{job.jobid}:{number}",
         source="snakemake-log",
         run_id=run_log.run_id,
         started_at=local_as_utc(detail.started_at) if detail else None,
