@@ -58,7 +58,8 @@ from .slurm import looks_like_slurm_log
 
 MAX_SHOWN_CHARS = 256 * 1024  # --show-failed-logs copy kept per log file
 MIN_CUT_MATCH = 20  # characters a cut command must still show to be matched
-MAX_NOT_UNDERSTOOD = 1000  # listed per log (the count of the rest is a warning)
+MAX_NOT_UNDERSTOOD = 1000
+MAX_SHOWN_LINE = 160  # characters of a not-understood line that are listed  # listed per log (the count of the rest is a warning)
 # keys of job and error blocks: after a multi-line `message:` any other `key:` continues it
 BLOCK_KEYS = frozenset(
     "message jobid input output log conda-env container-img shell external_jobid benchmark"
@@ -193,7 +194,7 @@ class _Parser:
 
     def _not_understood(self, line: int, text: str, why: str) -> None:
         if len(self.not_understood) < MAX_NOT_UNDERSTOOD:
-            self.not_understood.append(NotUnderstood(line, text.strip()[:500], why))
+            self.not_understood.append(NotUnderstood(line, _shortened(text.strip()), why))
         else:
             self.not_understood_dropped += 1
 
@@ -900,7 +901,7 @@ class _Parser:
         for exc in self.rule_exceptions:
             self._not_understood(
                 exc.lineno, _summary(exc.text.text()),
-                "an exception without an error block (which job failed is not in the log)",
+                "an exception without an error block: which job failed is not in the log",
             )  # fmt: skip
 
 
@@ -943,6 +944,10 @@ def _quotes(text: BoundedText, command: str) -> bool:
             if len(shown) >= MIN_CUT_MATCH and command.startswith(shown):
                 return True
     return False
+
+
+def _shortened(text: str, limit: int = MAX_SHOWN_LINE) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 5]} ..."
 
 
 def _summary(text: str) -> str:
