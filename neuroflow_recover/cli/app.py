@@ -72,7 +72,7 @@ class Context:
         if not main_logs(self.directory):
             return
         try:
-            cfg = self.config_if_any() or {}
+            cfg = self.config_or_defaults()
             db = self.open_db()
             with db.sessions() as session:
                 report = catch_up(session, self.directory, cfg)
@@ -108,13 +108,11 @@ class Context:
             words += ["--configfile", name]
         return shlex.join(words)
 
-    def config_if_any(self) -> dict | None:
-        """The configuration when there is one (--configfile or config/config.yaml), else None."""
-        from ..workflow.config import DEFAULT_CONFIGFILE
+    def config_or_defaults(self) -> dict:
+        """The configuration; ``{}`` (shipped defaults) in another Snakemake workflow."""
+        from ..workflow.config import config_or_defaults
 
-        if self.configfiles or (self.directory / DEFAULT_CONFIGFILE).is_file():
-            return self.config()
-        return None
+        return config_or_defaults(self.directory, self.configfiles)
 
 
 def library_errors(func):

@@ -24,17 +24,25 @@ def _in(directory: Path, path: str) -> Path:
 
 @cli.command("ingest", short_help="Queue the failed jobs of Snakemake main logs.")
 @click.argument("logs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--strict", is_flag=True,
+    help="Exit 1 when a log, or a failure line in one, was not understood.",
+)  # fmt: skip
 @json_option
 @click.pass_obj
 @library_errors
-def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
+def ingest_cmd(obj: Context, logs: tuple[Path, ...], strict: bool, as_json: bool) -> None:
     """Add the failed jobs of Snakemake main logs to the queue (default: every new main log
     under .snakemake/log); a job that succeeded in a later log resolves its entry.
+
+    Reads Snakemake 8.x and 9.x main logs and console output (also pasted: indented,
+    coloured, CRLF). Failure lines that became no entry are listed as not understood.
 
     \b
     Examples:
         neuroflow-recover ingest
         neuroflow-recover ingest .snakemake/log/2026-11-28T153204.406890.snakemake.log
+        neuroflow-recover ingest --strict console.txt
     """
     from ..queue.ingest import ingest_logs
     from ..workflow.invocation import Invocation
@@ -43,7 +51,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
     for path in logs:
         if not path.exists():
             raise NeuroflowError(f"no such log: {path}")
-    cfg = obj.config()
+    cfg = obj.config_or_defaults()
     db = obj.open_db()
     with db.sessions() as session:
         report = ingest_logs(
@@ -58,6 +66,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
         echo_json(report.to_dict())
     else:
         click.echo(render_ingest_report(report))
+    exit_with(ExitCode.FAILED if strict and not report.understood else ExitCode.OK)
 
 
 @cli.command("ingest-live", hidden=True)
@@ -84,7 +93,7 @@ def ingest_live_cmd(obj: Context, log: Path, jobs: str, hold_transient: bool, as
     except ValueError:
         raise NeuroflowError(f"--jobs takes Snakemake job ids separated by commas, not {jobs!r}")
     hold = (lambda failure: failure.error_type == "TransientError") if hold_transient else None
-    cfg = obj.config_if_any() or {}
+    cfg = obj.config_or_defaults()
     db = obj.open_db()
     context = IngestContext.build(obj.directory, cfg, {"configfiles": list(obj.configfiles)})
     with db.sessions() as session, session.begin():
@@ -327,7 +336,7 @@ def purge_cmd(obj: Context, days: int | None, dry_run: bool, as_json: bool) -> N
     """
     from ..queue.retention import purge, retention_days
 
-    cfg = obj.config_if_any() or {}
+    cfg = obj.config_or_defaults()
     days = retention_days(cfg) if days is None else days
     with obj.open_db(create=False).sessions() as session:
         report = purge(session, obj.directory, days, dry_run)

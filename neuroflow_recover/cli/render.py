@@ -59,6 +59,8 @@ LIST_COLUMNS = (
 
 def render_table(entries: list[DeadLetterEntry], *, show_resolved: bool = False) -> str:
     columns = list(LIST_COLUMNS)
+    if any(entry.subject_id is None for entry in entries):  # another workflow's jobs
+        columns.insert(columns.index(("RULE", "rule")) + 1, ("JOB", "job"))
     if show_resolved:
         columns.append(("RESOLVED", "resolved"))
     rows = []
@@ -66,6 +68,7 @@ def render_table(entries: list[DeadLetterEntry], *, show_resolved: bool = False)
         data = entry_summary(entry)
         data["failed_at"] = _short_time(entry.failed_at)
         data["resolved"] = "yes" if entry.resolved else "no"
+        data["job"] = entry.job_key.partition("/")[2]
         rows.append([_cell(data[key]) for _, key in columns])
     headers = [title for title, _ in columns]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
@@ -88,6 +91,7 @@ def render_entry(entry: DeadLetterEntry) -> str:
         f"Dead-letter entry {entry.id}  [{status}]",
         f"  pipeline:     {data['pipeline']}",
         f"  rule:         {data['rule']}",
+        f"  job:          {data['job_key']}",
         f"  subject:      {_cell(data['subject'])}",
         f"  session:      {_cell(data['session'])}",
         f"  wildcards:    {_wildcards(data['wildcards'])}",
@@ -212,6 +216,10 @@ def render_ingest_report(report) -> str:
         elif item.message:
             text += f" ({item.message})"
         lines.append(text)
+        lines += [f"  recovered in the same run: {job}" for job in item.recovered]
+        lines += [
+            f"  not understood: line {n.line}: {n.text} ({n.why})" for n in item.not_understood
+        ]
     ids = report.entry_ids
     lines.append(f"dead-lettered entries: {', '.join(map(str, ids)) if ids else 'none'}")
     return "\n".join(lines)

@@ -99,7 +99,7 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
 
     obj.catch_up()
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
-    cfg = obj.config()
+    cfg = obj.config_or_defaults()
     db = obj.open_db(create=False)
     with db.sessions() as session:
         outcome = retry_entry(session, entry_id, obj.directory, cfg, options)
@@ -132,7 +132,7 @@ def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall
 
     obj.catch_up()
     options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
-    cfg = obj.config()
+    cfg = obj.config_or_defaults()
     db = obj.open_db(create=False)
     with db.sessions() as session:
         outcomes = retry_all(session, pipeline, obj.directory, cfg, options)

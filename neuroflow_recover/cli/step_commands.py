@@ -50,7 +50,7 @@ def classify_cmd(
 
     source = sys.stdin.buffer if file == "-" else file
     result = classify_input(
-        source, exit_code=exit_code, slurm_state=slurm_state, cfg=obj.config_if_any(),
+        source, exit_code=exit_code, slurm_state=slurm_state, cfg=obj.config_or_defaults(),
         explain=explain,
     )  # fmt: skip
     if as_json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import read_tail_noted, tail_text
-from .lines import exit_code_from_text
+from .lines import exit_code_from_text, without_commands
 from .records import FailedJob
 
 EVIDENCE_MAX_BYTES = 256 * 1024
@@ -31,7 +31,10 @@ def resolve(path: str, workdir: Path) -> Path:
 def read_evidence(job: FailedJob, workdir: str | Path, max_bytes: int = EVIDENCE_MAX_BYTES) -> str:
     """The text to classify a failed job by, most specific last.
 
-    1. the main log's error text (RuleException / CalledProcessError / SLURM message);
+    1. the main log's error text (RuleException / CalledProcessError / SLURM message, without
+       the command it quotes) and
+       the lines the job printed into it (a rule without `log:`); only these when sbatch
+       refused the job (it never ran);
     2. each rule log file (tail): the copy printed into the main log by
        `--show-failed-logs` when there is one (it belongs to exactly this failure), else the
        file as it is now (Snakemake deletes a rule's logs before each attempt, so it may be
@@ -44,8 +47,12 @@ def read_evidence(job: FailedJob, workdir: str | Path, max_bytes: int = EVIDENCE
     workdir = Path(workdir)
     sections = [
         f"--- main log {job.run_id}: rule {job.rule}, jobid {job.jobid}",
-        tail_text(job.message, max_bytes),
+        tail_text(without_commands(job.message), max_bytes),
     ]
+    if job.printed:
+        sections += ["--- printed into the main log", tail_text(job.printed, max_bytes)]
+    if job.submit_failed:
+        return _joined(sections)  # never ran: its rule and SLURM logs are of other attempts
     for name in job.log_files:
         shown = job.shown_logs.get(name)
         if shown is not None:
@@ -66,6 +73,10 @@ def read_evidence(job: FailedJob, workdir: str | Path, max_bytes: int = EVIDENCE
         sections.append(f"--- SLURM log {job.slurm_log}" + (f" ({note})" if note else ""))
         if text is not None:
             sections.append(text)
+    return _joined(sections)
+
+
+def _joined(sections: list[str]) -> str:
     return "\n".join(s.rstrip("\n") for s in sections) + "\n"
 
 

@@ -1,7 +1,7 @@
-"""The lines of a Snakemake 9 main log: their patterns and the small parsers of their values.
+"""The lines of a Snakemake 8.x / 9.x main log: their patterns and the parsers of their values.
 
-The formats (Snakemake 9.27, snakemake-executor-plugin-slurm 2.8) are described in
-docs/snakemake-notes.md.
+The formats (Snakemake 8.30 and 9.27, snakemake-executor-plugin-slurm 1.x and 2.8) and how
+they differ are described in docs/snakemake-notes.md.
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ JOB_HEADER = re.compile(r"(local)?(?:checkpoint|rule) ([A-Za-z_][\w]*):")
 JOB_HEADER_PREFIXES = ("localrule ", "rule ", "localcheckpoint ", "checkpoint ")
 MESSAGE_JOB = re.compile(r"Job (\d{1,18}): (.*)")
 ERROR_HEADER = re.compile(r"Error in rule ([A-Za-z_][\w]*):")
-FIELD = re.compile(r"    ([A-Za-z_][\w-]*): ?(.*)")
+GROUP_ERROR = re.compile(r"Error in group (\S+?):?")  # 8.x
+GROUP_MESSAGE = re.compile(r"message: Error in group (\S+)")  # 9.x: indented, no header
+# `    key: value` of a job or error block (deeper inside a group job's error)
+FIELD = re.compile(r"[ \t]{4,}([A-Za-z_][\w-]*): ?(.*)")
 RESTART = re.compile(r"Trying to restart job (\d{1,18})\.")
 FINISHED = re.compile(r"Finished jobid: (\d{1,18}) \(Rule: ([\w]+)\)")
+FINISHED_8 = re.compile(r"Finished job (\d{1,18})\.")  # Snakemake 8.x: no rule name
 PROGRESS = re.compile(r"(\d{1,18}) of (\d{1,18}) steps \(([\d.]+)%\) done")
 SUBMITTED = re.compile(r"Job (\d{1,18}) has been submitted with SLURM jobid (\S+) \(log: (.*)\)\.")
 ARRAY_SUBMITTED = re.compile(
@@ -31,11 +35,20 @@ ARRAY_SUBMITTED = re.compile(
     r" The individual task IDs are (\d{1,18})-(\d{1,18})\."
 )
 SLURM_FAILED = re.compile(r"SLURM-job '([^']+)' failed.*?SLURM status is: '([A-Z_]+)'")
+# sbatch refused a job (plugin 2.x: the error block's message; 1.x: a WorkflowError of the
+# run; snakemake-executor-plugin-cluster-generic: "Error submitting jobscript")
+SUBMIT_FAILED = re.compile(
+    r"SLURM (?:sbatch|job submission) failed|Part of failed array sbatch submission"
+    r"|Error submitting jobscript"
+)
 EXCEPTION_START = re.compile(r"[A-Z]\w*(?:Exception|Error)(?::|\s+in\s)")
+# `ValueError: ...` (not `... in file`, not `...Exception`): a Python tool's last line
+TOOL_ERROR = re.compile(r"[A-Z]\w*Error:")
 MISSING_OUTPUT_JOB = re.compile(
     r"Job (\d{1,18}) +completed successfully, but some output files are missing"
 )
 MISSING_OUTPUT_RULE = re.compile(r"MissingOutputException in rule (\w+)")
+QUOTED_COMMAND = re.compile(r"Command '.*?' returned(?= non-zero exit status)", re.DOTALL)
 EXIT_STATUS = re.compile(r"returned non-zero exit status (-?\d{1,9})\b")
 DIED_SIGNAL = re.compile(r"died with <Signals\.\w+: (\d{1,3})>")
 SRUN_EXIT = re.compile(r"srun: error: .*: tasks? [\d,-]+: Exited with exit code (\d{1,9})\b")
@@ -46,8 +59,14 @@ SRUN_SIGNAL = re.compile(
 )
 LIST_SPLIT = re.compile(r", (?=[A-Za-z_][\w]*=)")
 LOG_SUFFIX_NOTE = "(check log file(s) for error details)"
-SHELL_END = "        (command exited with non-zero exit code)"
-HEADER_FIELD = re.compile(r"  (Date|Snakemake version|Working directory|Command): (.*)")
+# the end of an error block's shell command: 9.x, 8.x ("... note that snakemake uses bash
+# strict mode!")
+SHELL_END = re.compile(
+    r"\s*\((?:command|one of the commands) exited with non-zero exit code[^)]*\)"
+)
+HEADER_FIELD = re.compile(
+    r"  (Date|Snakemake version|Working directory|Command|Workflow ID): (.*)"
+)
 ELAPSED = re.compile(r"Elapsed time: (?:(\d{1,6}) days?, )?(\d{1,2}):(\d\d):(\d\d(?:\.\d{1,9})?)")
 RUN_ID_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d{6}(?:\.\d+)?)")
 # lines that occur in every kind of Snakemake main log (used to recognise one)
@@ -62,8 +81,18 @@ MARKERS = (
     "Provided cores:",
     "Using shell:",
     "Complete log(s):",
+    "Complete log:",
     "Execute ",
     "Provided remote nodes:",
+    "Finished job ",
+)
+# a line only Snakemake prints: a pasted log's uniform indentation is measured on the first
+ANCHOR = re.compile(
+    r"\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) \w{3} +\d|Building DAG of jobs|SNAKEMAKE$"
+    r"|Error in rule \w+:|(?:local)?(?:rule|checkpoint) \w+:$|Select jobs to execute"
+    r"|Execute \d+ jobs|Job stats:|Assuming unrestricted shared filesystem|Finished job"
+    r"|Complete log|Exiting because|Trying to restart job|Provided (?:cores|remote nodes)"
+    r"|Using shell:|Job \d+ has been submitted"
 )
 # lines that end a free-text section (exception text, shell command; shown logs are exempt)
 EXECUTE = re.compile(r"Execute \d+ jobs\.\.\.")
@@ -71,14 +100,16 @@ STRUCTURAL_PREFIXES = (
     "Select jobs to execute",
     "Trying to restart job",
     "Finished jobid:",
+    "Finished job ",
     "Shutting down",
     "Exiting because",
-    "Complete log(s):",
+    "Complete log",
     "Elapsed time:",
     "Waiting at most",
     "Removing output files of failed job",
     "Will exit after finishing",
     "Error in rule ",
+    "Error in group ",
     "Job stats:",
     "Building DAG of jobs",
     "Submitted array job",
@@ -132,10 +163,19 @@ def run_id_time(run_id: str) -> datetime | None:
         return None
 
 
+def is_cut(text: str) -> bool:
+    """A value a pager cut at the screen's edge (`less -S` marks it with a final `>`)."""
+    return text.endswith(">") and not text.endswith((" >", "->", "=>"))
+
+
 def split_assignments(text: str) -> dict[str, str]:
-    """`subject=01, session=1` / `tmpdir=/tmp, mem=100 MB` -> dict of strings."""
+    """`subject=01, session=1` / `tmpdir=/tmp, mem=100 MB` -> dict of strings (a value cut
+    by a pager is left out)."""
     out: dict[str, str] = {}
-    for part in LIST_SPLIT.split(text.strip()):
+    parts = LIST_SPLIT.split(text.strip())
+    if parts and is_cut(parts[-1]):
+        parts.pop()
+    for part in parts:
         key, sep, value = part.partition("=")
         if sep:
             out[key.strip()] = value.strip()
@@ -143,11 +183,21 @@ def split_assignments(text: str) -> dict[str, str]:
 
 
 def split_files(text: str) -> list[str]:
-    """`a, b (check log file(s) for error details)` -> ["a", "b"]."""
+    """`a, b (check log file(s) for error details)` -> ["a", "b"] (a path cut by a pager is
+    left out: it names no file)."""
     text = text.strip()
     if text.endswith(LOG_SUFFIX_NOTE):
         text = text[: -len(LOG_SUFFIX_NOTE)].rstrip()
-    return [f for f in text.split(", ") if f] if text else []
+    files = [f for f in text.split(", ") if f] if text else []
+    if files and is_cut(files[-1]):
+        files.pop()
+    return files
+
+
+def without_commands(text: str) -> str:
+    """`text` with the commands a RuleException quotes left out: what ran is not what
+    happened (a command may contain any words, e.g. the messages it echoes)."""
+    return QUOTED_COMMAND.sub("Command '...' returned", text)
 
 
 def exit_code_from_text(text: str) -> int | None:

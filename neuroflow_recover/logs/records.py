@@ -1,4 +1,5 @@
-"""What a Snakemake main log says: its jobs' attempts, failed, recovered and finished jobs."""
+"""What a Snakemake main log says: its jobs' attempts, failed, recovered and finished jobs, and
+the failure lines it could not attribute to a job."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ class JobAttempt:
     shell: str | None = None
     ended_at: datetime | None = None
     shown_logs: dict[str, str] = field(default_factory=dict)  # --show-failed-logs copies
+    printed: str = ""  # lines the job printed into the main log (a rule without `log:`)
+    submit_failed: bool = False  # sbatch refused it: the job never ran
+    line: int = 0  # line of the log where this attempt's failure was reported
 
 
 @dataclass
@@ -59,6 +63,14 @@ class FailedJob:
     failed_at: datetime | None = None
     attempt_details: list[JobAttempt] = field(default_factory=list)
     shown_logs: dict[str, str] = field(default_factory=dict)  # --show-failed-logs copies
+    printed: str = ""  # lines it printed into the main log (JobAttempt.printed)
+    submit_failed: bool = False  # the last attempt was refused by sbatch (never ran)
+    line: int = 0  # line of the log where its last failure was reported
+
+    @property
+    def synthetic_jobid(self) -> bool:
+        """The log printed no jobid for it (an error block without `jobid:`)."""
+        return self.jobid < 0
 
     @property
     def attempt(self) -> int | None:
@@ -88,6 +100,16 @@ class SucceededJob:
     rule: str
     wildcards: dict[str, str]
     finished_at: datetime | None = None
+    output: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NotUnderstood:
+    """A failure line of the log that became no failed job (and why)."""
+
+    line: int
+    text: str
+    why: str
 
 
 @dataclass
@@ -110,7 +132,10 @@ class RunLog:
     unfinished: list[JobAttempt] = field(default_factory=list)  # running when the log ends
     errors: list[str] = field(default_factory=list)  # the run's own errors (LockException, ...)
     snakemake_version: str | None = None
-    command: str | None = None  # the command line the header shows (Snakemake 9)
+    command: str | None = None  # the run's command line (the 9.x header's `Command:`)
+    workflow_id: str | None = None  # the run's UUID (9.x header): its main log and console
     executor: str = "local"  # local | slurm (a SLURM submission line was seen)
     # every job that finished successfully (whose job block was seen), in log order
     succeeded: list[SucceededJob] = field(default_factory=list)
+    # error blocks, restarts, SLURM and submission failures no job could be built from
+    not_understood: list[NotUnderstood] = field(default_factory=list)

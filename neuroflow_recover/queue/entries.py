@@ -1,8 +1,9 @@
 """Dead-letter queue bookkeeping: add or extend entries, list, get, resolve.
 
 Every function takes a Session and never commits: the caller owns the transaction.
-A failure of a job that already has an unresolved entry (same `job_key` = rule + wildcards)
-extends that entry (history rows, attempts, latest error) instead of adding a second one.
+A failure of a job that already has an unresolved entry (same `job_key`: rule + wildcards, or
+rule + first output when the wildcards are unknown) extends that entry (history rows,
+attempts, latest error) instead of adding a second one.
 History rows are keyed by `event_key`, so recording the same attempt twice adds nothing.
 """
 
@@ -76,10 +77,13 @@ class JobFailure:
     slurm_job_ids: list[str] = field(default_factory=list)
     invocation: dict = field(default_factory=dict)
     error_details: dict = field(default_factory=dict)
+    identity: str | None = None  # the job key when rule + wildcards/outputs do not tell
 
     @property
     def job_key(self) -> str:
-        return job_key(self.rule, self.wildcards)
+        return self.identity or job_key(
+            self.rule, self.wildcards, self.error_details.get("output") or ()
+        )
 
 
 def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None:
@@ -233,6 +237,7 @@ def entry_summary(entry: DeadLetterEntry) -> dict:
         "subject": entry.subject_id,
         "session": entry.session_id,
         "rule": entry.rule,
+        "job_key": entry.job_key,
         "error_type": entry.error_type,
         "resource": entry.resource,
         "attempts": entry.attempts,
@@ -252,7 +257,6 @@ def entry_details(entry: DeadLetterEntry) -> dict:
             "pipeline_run_id": entry.pipeline_run_id,
             "run_id": entry.run_id,
             "wildcards": entry.wildcards,
-            "job_key": entry.job_key,
             "error_message": entry.error_message,
             "error_details": entry.error_details,
             "evidence": entry.evidence,

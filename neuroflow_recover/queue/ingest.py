@@ -8,7 +8,9 @@ exit code and SLURM state. The job then becomes (or extends) a dead-letter entry
 
 A job that finished successfully in a log AFTER its open entry's last failure (it was
 re-run by a later `snakemake`, not by `retry`) closes that entry: resolved_by "snakemake",
-the notes name the run and its log.
+the notes name the run and its log. Failure lines of the log that became no job (`RunLog.
+not_understood`) and jobs that failed and then recovered in the same run are listed in the
+result, never dropped silently.
 
 Idempotent: a log is recorded by sha256 (read in chunks) and never ingested twice; attempts
 are keyed (`event_key`) so the same attempt is never added twice either. One transaction
@@ -33,7 +35,7 @@ from ..errors import LogFormatError, NeuroflowError
 from ..logs.evidence import read_evidence
 from ..logs.locations import display_path, main_logs, run_id_of, run_in_progress
 from ..logs.parser import parse_log
-from ..logs.records import FailedJob, RunLog
+from ..logs.records import FailedJob, NotUnderstood, RunLog
 from ..logsetup import get_logger
 from ..step.attempts import AttemptRecord, read_records
 from ..times import as_utc, local_as_utc, parse_iso
@@ -67,6 +69,13 @@ class LogIngest:
     message: str = ""
     run_errors: list[str] = field(default_factory=list)  # the run's own (e.g. LockException)
     resolved_ids: list[int] = field(default_factory=list)  # entries whose job succeeded here
+    not_understood: list[NotUnderstood] = field(default_factory=list)  # failure lines, no job
+    recovered: list[str] = field(default_factory=list)  # "<job key> (N attempts)"
+
+    @property
+    def understood(self) -> bool:
+        """Everything in the log that says a job failed became part of an entry."""
+        return self.status != "unreadable" and not self.not_understood
 
 
 @dataclass
@@ -87,6 +96,10 @@ class IngestReport:
     def failures(self) -> list[JobFailure]:
         return [failure for item in self.logs for failure in item.failures]
 
+    @property
+    def understood(self) -> bool:
+        return all(item.understood for item in self.logs)
+
     def to_dict(self) -> dict:
         return {
             "logs": [
@@ -98,6 +111,11 @@ class IngestReport:
                     "entry_ids": item.entry_ids,
                     "resolved_ids": item.resolved_ids,
                     "message": item.message,
+                    "not_understood": [
+                        {"line": n.line, "text": n.text, "why": n.why}
+                        for n in item.not_understood
+                    ],
+                    "recovered": item.recovered,
                 }
                 for item in self.logs
             ],
@@ -226,7 +244,15 @@ def ingest_log(
     if isinstance(read, LogIngest):
         return read
     run_log, digest, size = read
-    result = LogIngest(shown, run_log.run_id, "ingested", run_errors=list(run_log.errors))
+    result = LogIngest(
+        shown, run_log.run_id, "ingested", run_errors=list(run_log.errors),
+        not_understood=list(run_log.not_understood),
+        recovered=[
+            f"{job_key(job.rule, job.wildcards, job.failures[-1].output)}"
+            f" (jobid {job.jobid}, {job.attempts} attempts)"
+            for job in run_log.recovered
+        ],
+    )  # fmt: skip
     _dead_letter_jobs(session, context, run_log, run_log.failed_jobs, result, hold, carried)
     result.resolved_ids = close_succeeded(session, run_log, shown, leave_open)
     session.add(
@@ -271,8 +297,7 @@ def _dead_letter_jobs(session, context, run_log, jobs, result, hold, carried) ->
     """Classify `jobs`, hold what `hold` keeps, dead-letter the rest and put ONE
     notification of the new entries in the outbox (all in the caller's transaction)."""
     new_entries = []
-    for job in jobs:
-        failure = build_failure(context, run_log, job)
+    for failure in _failures(context, run_log, jobs):
         _put_carried_first(failure, (carried or {}).get(failure.job_key, []))
         result.failures.append(failure)
         if hold is not None and hold(failure):
@@ -360,7 +385,7 @@ def close_succeeded(
     open_entries = {key: (entry_id, as_utc(failed)) for entry_id, key, failed in rows}
     closed: list[int] = []
     for job in run_log.succeeded:
-        key = job_key(job.rule, job.wildcards)
+        key = job_key(job.rule, job.wildcards, job.output)
         if key not in open_entries or key in leave_open:
             continue
         entry_id, failed_at = open_entries[key]
@@ -388,31 +413,30 @@ def _in_progress(shown: str, run_id: str) -> LogIngest:
     return LogIngest(shown, run_id, "in-progress", message="run in progress")
 
 
+def _failures(
+    context: IngestContext, run_log: RunLog, jobs: Iterable[FailedJob]
+) -> list[JobFailure]:
+    """The failed jobs `jobs` of a log, classified; distinct jobs never share a key (two error blocks
+    that name neither wildcards nor outputs are told apart by their jobid)."""
+    failures: list[JobFailure] = []
+    seen: set[str] = set()
+    for job in jobs:
+        failure = build_failure(context, run_log, job)
+        if failure.job_key in seen:
+            failure.identity = f"{failure.job_key}#{run_log.run_id}:line{job.line}"
+            log.warning("two failed jobs look alike; keyed by their line", key=failure.job_key)
+        seen.add(failure.job_key)
+        failures.append(failure)
+    return failures
+
+
 def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> JobFailure:
     """Classify one failed job of a run and gather everything the queue keeps about it."""
     workdir = context.workdir
     records = _records_in_window(workdir, job, run_log)
-    evidence_text = ""
-    try:
-        evidence_text = read_evidence(job, workdir) or ""
-    except (OSError, NeuroflowError) as exc:
-        log.warning("cannot read evidence", rule=job.rule, error=str(exc))
-    ran = [r for r in records if not r.skipped and r.error_class]
-    final_has_record = bool(records) and max(r.attempt for r in records) >= job.attempts
-    if ran and final_has_record:
-        chosen = ran[-1]
-        error_class, retryable = chosen.error_class, bool(chosen.retryable)
-        resource, pattern_id, evidence = chosen.resource, chosen.pattern_id, chosen.evidence
-        exit_code = chosen.exit_code
-    else:
-        classification = context.classifier.classify(
-            evidence_text or job.message or "",
-            exit_code=job.exit_code,
-            slurm_state=job.slurm_state,
-        )
-        error_class, retryable = classification.error_class, classification.retryable
-        resource, pattern_id = classification.resource, classification.pattern_id
-        evidence, exit_code = classification.evidence, job.exit_code
+    found, exit_code = _classification(context, job, records)
+    error_class, retryable = found.error_class, found.retryable
+    resource, pattern_id, evidence = found.resource, found.pattern_id, found.evidence
     failed_at = local_as_utc(job.failed_at) or local_as_utc(run_log.finished_at) or datetime.now(UTC)
     failure = JobFailure(
         rule=job.rule,
@@ -427,7 +451,7 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
         resource=resource,
         exit_code=exit_code,
         slurm_state=job.slurm_state,
-        jobid=job.jobid,
+        jobid=None if job.synthetic_jobid else job.jobid,
         run_id=run_log.run_id,
         failed_at=failed_at,
         log_paths=_log_paths(job, records, workdir),
@@ -442,6 +466,10 @@ def build_failure(context: IngestContext, run_log: RunLog, job: FailedJob) -> Jo
             "shell": job.shell,
             "snakemake_exit_code": job.exit_code,
             "tail": _tail_of(records),
+            "printed": job.printed or None,
+            "submit_failed": job.submit_failed,
+            "main_log_line": job.line or None,
+            "command": run_log.command,
         },
     )
     sessions = context.sessions if job.rule in RULE_STAGE else None
@@ -468,6 +496,30 @@ def _invocation(run_log: RunLog, default: dict) -> dict:
     except ValueError:  # unbalanced quotes: the caller's invocation then
         return dict(default)
     return Invocation.from_snakemake_argv(argv).to_dict()
+
+
+def _classification(
+    context: IngestContext, job: FailedJob, records: list[AttemptRecord]
+) -> tuple[Classification, int | None]:
+    """(class, exit code) of a failed job: its last attempt record that ran the tool, when
+    the record covers the last attempt; else its evidence with exit code and SLURM state."""
+    ran = [r for r in records if not r.skipped and r.error_class]
+    if ran and max(r.attempt for r in records) >= job.attempts:
+        chosen = ran[-1]
+        found = Classification(
+            chosen.error_class, bool(chosen.retryable), chosen.resource, chosen.pattern_id,
+            chosen.evidence,
+        )  # fmt: skip
+        return found, chosen.exit_code
+    evidence_text = ""
+    try:
+        evidence_text = read_evidence(job, context.workdir) or ""
+    except (OSError, NeuroflowError) as exc:
+        log.warning("cannot read evidence", rule=job.rule, error=str(exc))
+    found = context.classifier.classify(
+        evidence_text or job.message or "", exit_code=job.exit_code, slurm_state=job.slurm_state
+    )
+    return found, job.exit_code
 
 
 def _tail_of(records: list[AttemptRecord]) -> list[str]:
@@ -560,11 +612,13 @@ def _log_event(
         exit_code = getattr(detail, "exit_code", None)
         state = getattr(detail, "slurm_state", None)
         ended = local_as_utc(getattr(detail, "ended_at", None))
-        found = classifier.classify(
-            getattr(detail, "message", "") or "", exit_code=exit_code, slurm_state=state
+        text = "\n".join(
+            part for part in (getattr(detail, "message", ""), getattr(detail, "printed", "")) if part
         )
+        found = classifier.classify(text, exit_code=exit_code, slurm_state=state)
     return AttemptEvent(
-        event_key=f"log:{run_log.run_id}:{job.jobid}:{number}",
+        # the same run's main log and console output give the same keys (9.x: its UUID)
+        event_key=f"log:{run_log.workflow_id or run_log.run_id}:{job.jobid}:{number}",
         source="snakemake-log",
         run_id=run_log.run_id,
         started_at=local_as_utc(detail.started_at) if detail else None,

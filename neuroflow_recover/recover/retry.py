@@ -22,7 +22,7 @@ from ..queue.changes import changes_since
 from ..queue.entries import AttemptEvent, add_event, get_entry, list_entries, mark_resolved
 from ..queue.ingest import IngestContext, ingest_log
 from ..times import as_utc
-from ..workflow.invocation import Invocation, build_command, show_command
+from ..workflow.invocation import Invocation, build_command, from_command_line, show_command
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import job_outputs, targets_for
 from .lock import check_lock
@@ -167,12 +167,16 @@ def _plan(entry, cfg: dict, workdir: Path) -> _Plan:
     targets = list(entry.targets or [])
     if not targets:
         targets = targets_for(entry, cfg, study_sessions(workdir, cfg))
+    invocation = Invocation.from_dict(entry.invocation)
+    if not cfg and invocation == Invocation():  # another workflow, ingested by hand
+        details = entry.error_details or {}
+        invocation = from_command_line(details.get("command"), local=not entry.slurm_job_ids)
     return _Plan(
         entry_id=entry.id,
         job_key=entry.job_key,
         outputs=job_outputs(entry),
         targets=targets,
-        invocation=Invocation.from_dict(entry.invocation),
+        invocation=invocation,
     )
 
 

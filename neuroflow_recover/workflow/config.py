@@ -33,6 +33,8 @@ _REPO_SCHEMA_DIR = Path(__file__).resolve().parents[2] / SCHEMA_DIR
 STAGES = ("bids_conversion", "qsiprep", "qsirecon", "qsiparc")
 CONTAINER_RUNTIMES = ("apptainer", "singularity", "docker")
 MAX_REPORTED_ERRORS = 5
+# top-level keys only a neuroflow configuration has (another workflow's config has none)
+NEUROFLOW_KEYS = frozenset({"sessions", "stages", "error_handling", "heuristic"})
 
 
 def schema_path(
@@ -129,6 +131,18 @@ def load_config(
     for path in files:
         merge(cfg, read_yaml(path))
     return validate_config(cfg, workdir, source=", ".join(str(f) for f in files))
+
+
+def config_or_defaults(
+    workdir: str | os.PathLike = ".", configfiles: Iterable[str | os.PathLike] = ()
+) -> dict:
+    """`load_config` for a neuroflow workflow directory; ``{}`` (every rule its own pipeline,
+    the shipped patterns and policies) for any other Snakemake workflow: one given no config
+    file whose `config/config.yaml` is absent or has none of neuroflow's own keys."""
+    default = Path(workdir) / DEFAULT_CONFIGFILE
+    if configfiles or (default.is_file() and NEUROFLOW_KEYS & read_yaml(default).keys()):
+        return load_config(workdir, configfiles)
+    return {}
 
 
 def validate_config(

@@ -85,6 +85,19 @@ def split_targets(args: list[str]) -> tuple[list[str], list[str]]:
     return options, targets
 
 
+def from_command_line(command: str | None, local: bool) -> Invocation:
+    """The invocation of a run of another Snakemake workflow, from the command line its log
+    shows (its options, without the targets); without one, a local run on every core."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        words = []
+    options, _targets = split_targets(words[1:])
+    if not options and local:
+        options = ["--cores", "all"]
+    return Invocation(snakemake_args=options)
+
+
 def snakemake_executable() -> list[str]:
     """The `snakemake` of the Python running us (the venv's), else the one on PATH."""
     beside = Path(sys.executable).parent / "snakemake"

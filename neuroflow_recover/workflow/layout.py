@@ -21,6 +21,7 @@ gives absolute ones. Each path function takes labels without prefixes; pass
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ RULE_STAGE: dict[str, str] = {
 STAGE_RULE: dict[str, str] = {stage: rule for rule, stage in RULE_STAGE.items()}
 # the tiny local rule writing bids/dataset_description.json once (no stage, no resources)
 DESCRIBE_RULE = "bids_describe"
+MAX_OUTPUT_IN_KEY = 400
 # QSIParc's entity pattern (qsiparc.discover._ENTITY_RE): how it names its outputs
 _ENTITY_RE = re.compile(r"(?P<key>[a-zA-Z]+)-(?P<val>[a-zA-Z0-9]+)")
 
@@ -74,9 +76,22 @@ def wildcards_key(wildcards: Any) -> str:
     return "_".join(f"{k}-{v}" for k, v in sorted(wildcards.items())) or "all"
 
 
-def job_key(rule: str, wildcards: Any) -> str:
-    """``<rule>/<wildcards key>``, e.g. ``qsiparc_parcellate/session-01_subject-01``."""
-    return f"{rule}/{wildcards_key(wildcards)}"
+def job_key(rule: str, wildcards: Any, outputs: Iterable[str] = ()) -> str:
+    """``<rule>/<wildcards key>``, e.g. ``qsiparc_parcellate/session-01_subject-01``.
+
+    A job whose wildcards are unknown (a rule without wildcards, a log that printed no job
+    block) is known by its first output instead, ``<rule>/output=<path>``: two jobs of one
+    run never share an output. Only a job with neither is ``<rule>/all``.
+    """
+    if wildcards_dict(wildcards):
+        return f"{rule}/{wildcards_key(wildcards)}"
+    first = next(iter(outputs or ()), None)
+    if not first:
+        return f"{rule}/all"
+    if len(first) > MAX_OUTPUT_IN_KEY:  # keys are at most 512 characters; keep them unique
+        digest = hashlib.sha1(first.encode("utf-8", "replace")).hexdigest()[:12]
+        first = f"{first[: MAX_OUTPUT_IN_KEY - 16]}...{digest}"
+    return f"{rule}/output={first}"
 
 
 @dataclass(frozen=True)
