@@ -394,7 +394,7 @@ def test_ingest_paths_and_messages(tmp_path):
     (tmp_path / "config" / "config.yaml").write_text("{}\n")
     missing = invoke(tmp_path, "ingest", "nowhere.snakemake.log")
     assert missing.exit_code == 1
-    assert missing.stderr == "Error: no such log: nowhere.snakemake.log\n"
+    assert missing.stderr == "Error: nothing ingested: nowhere.snakemake.log: no such file\n"
     assert not (tmp_path / ".neuroflow").exists()
     nothing = invoke(tmp_path, "ingest")
     assert nothing.exit_code == 0

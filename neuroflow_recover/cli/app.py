@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .. import environment, logsetup
-from ..errors import EXIT_CODE_HELP, NeuroflowError
+from ..errors import EXIT_CODE_HELP, ExitCode, NeuroflowError
 
 
 def _exit_codes_epilog(width: int = 76) -> str:
@@ -31,7 +31,12 @@ class Context:
     """What every command needs: the workflow directory, the database, the config files."""
 
     def __init__(
-        self, directory: Path, db: str | None, verbose: int, configfiles: tuple[str, ...]
+        self,
+        directory: Path,
+        db: str | None,
+        verbose: int,
+        configfiles: tuple[str, ...],
+        db_timeout: float | None = None,
     ):
         self.directory = directory
         self.db = db
@@ -39,12 +44,18 @@ class Context:
         # config files as Snakemake gets them (relative to the workflow directory);
         # empty = config/config.yaml
         self.configfiles = configfiles
+        self.db_timeout = db_timeout  # None: env NEUROFLOW_DB_TIMEOUT or the default
+        self.database = None  # the last database opened (named in database errors)
 
-    def open_db(self, *, create: bool = True):
-        """The dead-letter database; read-only commands pass create=False (never create it)."""
+    def open_db(self, *, create: bool = True, readonly: bool = False):
+        """The dead-letter database. Writers wait for its write lock (--db-timeout);
+        commands that only read pass readonly=True; create=False never creates it."""
         from ..queue.database import open_database
 
-        return open_database(self.db, self.directory, create=create)
+        self.database = open_database(
+            self.db, self.directory, create=create, readonly=readonly, timeout=self.db_timeout
+        )
+        return self.database
 
     def config(self) -> dict:
         """The merged, validated workflow configuration."""
@@ -72,8 +83,28 @@ def library_errors(func):
             error = click.ClickException(str(exc))
             error.exit_code = int(exc.exit_code)
             raise error from exc
+        except Exception as exc:
+            reason = _database_reason(exc, args[0] if args else None)
+            if reason is None:
+                raise
+            error = click.ClickException(
+                f"{reason}; the transaction in progress was rolled back (nothing of it was "
+                "written)"
+            )
+            error.exit_code = int(ExitCode.FAILED)
+            raise error from exc
 
     return wrapper
+
+
+def _database_reason(exc: Exception, obj) -> str | None:
+    """What a database failure that reached a command means (locked, disk full, ...)."""
+    database = getattr(obj, "database", None)
+    if database is None:
+        return None
+    from ..queue.database import describe_failure
+
+    return describe_failure(exc, database.engine)
 
 
 def echo_json(data) -> None:
@@ -117,6 +148,15 @@ def current_user() -> str:
     multiple=True,
     help="Workflow config file(s), as given to Snakemake [default: config/config.yaml].",
 )
+@click.option(
+    "--db-timeout",
+    type=click.FloatRange(min=0),
+    envvar=environment.DB_TIMEOUT,
+    default=None,
+    metavar="SECONDS",
+    help="How long a command that writes waits for another writer to finish "
+    "[default: 60; env NEUROFLOW_DB_TIMEOUT].",
+)
 @click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-vv for debug).")
 @click.version_option(package_name="neuroflow")
 @click.pass_context
@@ -125,6 +165,7 @@ def cli(
     directory: Path,
     db: str | None,
     configfiles: tuple[str, ...],
+    db_timeout: float | None,
     verbose: int,
 ) -> None:
     """Classify failed Snakemake jobs, keep a dead-letter queue and re-run exactly what failed.
@@ -139,7 +180,7 @@ def cli(
         neuroflow-recover retry 3
     """
     logsetup.configure(verbose)
-    ctx.obj = Context(directory, db, verbose, configfiles)
+    ctx.obj = Context(directory, db, verbose, configfiles, db_timeout)
 
 
 def main() -> None:

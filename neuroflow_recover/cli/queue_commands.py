@@ -12,7 +12,7 @@ from .options import json_option
 
 
 @cli.command("ingest", short_help="Queue the failed jobs of Snakemake main logs.")
-@click.argument("logs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
 @json_option
 @click.pass_obj
 @library_errors
@@ -25,13 +25,17 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
         neuroflow-recover ingest
         neuroflow-recover ingest .snakemake/log/2026-11-28T153204.406890.snakemake.log
     """
+    from ..files import regular_file_problem
     from ..queue.ingest import ingest_logs
     from ..recover.invocation import Invocation
     from .render import render_ingest_report
 
-    for path in logs:
-        if not path.exists():
-            raise NeuroflowError(f"no such log: {path}")
+    # a bad path (missing, a symlink loop, a directory, a FIFO, a device) is named at the
+    # end; the other logs are ingested
+    bad = {path: problem for path in logs if (problem := regular_file_problem(path))}
+    named = "; ".join(f"{path}: {problem}" for path, problem in bad.items())
+    if logs and len(bad) == len(logs):
+        raise NeuroflowError(f"nothing ingested: {named}")
     cfg = obj.config()
     db = obj.open_db()
     with db.sessions() as session:
@@ -39,13 +43,15 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
             session,
             obj.directory,
             cfg,
-            list(logs) or None,
+            [path for path in logs if path not in bad] or None,
             invocation=Invocation(list(obj.configfiles)).to_dict(),
         )
     if as_json:
         echo_json(report.to_dict())
     else:
         click.echo(render_ingest_report(report))
+    if bad:
+        raise NeuroflowError(f"not ingested: {named} (the other logs were)")
 
 
 @cli.command("list", short_help="List dead-letter entries, newest first.")
@@ -69,7 +75,7 @@ def list_cmd(
     from ..queue.entries import entry_summary, list_entries
     from .render import render_table
 
-    db = obj.open_db(create=False)
+    db = obj.open_db(create=False, readonly=True)
     with db.sessions() as session:
         entries = list_entries(session, pipeline, include_resolved=include_resolved, limit=limit)
         if as_json:
@@ -96,7 +102,7 @@ def show_cmd(obj: Context, entry_id: int, as_json: bool) -> None:
     from ..queue.entries import entry_details, get_entry
     from .render import render_entry
 
-    db = obj.open_db(create=False)
+    db = obj.open_db(create=False, readonly=True)
     with db.sessions() as session:
         entry = get_entry(session, entry_id)
         if as_json:
@@ -153,7 +159,7 @@ def stats_cmd(obj: Context, fmt: str, output: Path | None) -> None:
     from ..queue.stats import queue_stats
     from .render import render_stats
 
-    db = obj.open_db(create=False)
+    db = obj.open_db(create=False, readonly=True)
     with db.sessions() as session:
         text = render_stats(queue_stats(session), fmt)
     if output is None:

@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..classify.classifier import Classification, Classifier
-from ..errors import LogFormatError, NeuroflowError
+from ..errors import DatabaseUnavailable, LogFormatError, NeuroflowError
+from ..files import regular_file_problem
 from ..logs.evidence import read_evidence
 from ..logs.locations import display_path, lock_files, main_logs, run_id_of
 from ..logs.parser import parse_log
@@ -39,6 +43,7 @@ from ..times import as_utc, local_as_utc, parse_iso
 from ..workflow.layout import RULE_STAGE, job_key, stage_of
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import targets_for
+from .database import describe_failure, is_conflict
 from .entries import AttemptEvent, JobFailure, dead_letter, mark_resolved
 from .models import DeadLetterEntry, IngestedLog
 
@@ -47,6 +52,10 @@ log = get_logger(__name__)
 # records may start a little before the log's first time stamp and end after its last one
 WINDOW_SLACK = timedelta(seconds=5)
 HASH_CHUNK = 1 << 20  # logs are hashed 1 MiB at a time (a 100 MB log is never in memory)
+# a log's transaction is run again after a unique-key or serialization conflict with
+# another writer (cannot happen between neuroflow writers, which queue for the write lock;
+# kept for writers that do not take it)
+CONFLICT_ATTEMPTS = 3
 
 Hold = Callable[[JobFailure], bool]
 
@@ -120,9 +129,30 @@ def ingest_logs(
     chosen = [Path(p) for p in paths] if paths else main_logs(workdir)
     report = IngestReport()
     context = IngestContext.build(workdir, cfg, invocation)
-    for path in chosen:
-        report.logs.append(ingest_one(session, context, path))
+    for index, path in enumerate(chosen):
+        try:
+            report.logs.append(ingest_one(session, context, path))
+        except (sa_exc.DBAPIError, sqlite3.Error) as exc:
+            reason = describe_failure(exc, session.get_bind())
+            if reason is None:
+                raise
+            shown = [display_path(p, workdir) for p in chosen[index:]]
+            raise DatabaseUnavailable(not_committed_message(reason, report, shown)) from exc
     return report
+
+
+def not_committed_message(reason: str, report: IngestReport, left: list[str]) -> str:
+    """What a database failure in the middle of a batch left committed, in words."""
+    done = [item.path for item in report.with_status("ingested")]
+    committed = f"{len(done)} log(s) ingested and committed before it" + (
+        f" ({', '.join(done)})" if done else ""
+    )
+    more = f" and {len(left) - 1} more log(s)" if len(left) > 1 else ""
+    return (
+        f"{reason}. {committed}, each in its own transaction; not committed: {left[0]}{more} "
+        "(nothing of them was written). Fix the cause and run `neuroflow-recover ingest` "
+        "again: committed logs are skipped."
+    )
 
 
 def ingest_one(
@@ -133,9 +163,18 @@ def ingest_one(
     hold: Hold | None = None,
     carried: Mapping[str, list[AttemptEvent]] | None = None,
 ) -> LogIngest:
-    """One log in its own transaction on `session` (see `ingest_log`)."""
-    with session.begin():
-        return ingest_log(session, context, path, hold=hold, carried=carried)
+    """One log in its own transaction on `session` (see `ingest_log`); run again after a
+    conflict with another writer (it then finds what that writer committed)."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            with session.begin():
+                return ingest_log(session, context, path, hold=hold, carried=carried)
+        except sa_exc.DBAPIError as exc:
+            if not is_conflict(exc) or attempt == CONFLICT_ATTEMPTS:
+                raise
+            log.info("conflict with another writer, ingesting the log again",
+                     path=str(path), attempt=attempt, error=str(exc.orig))  # fmt: skip
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -216,6 +255,7 @@ def ingest_log(
             size=size,
             run_id=run_log.run_id,
             n_failed=len(run_log.failed_jobs),
+            host=socket.gethostname(),
         )
     )
     session.flush()
@@ -228,6 +268,10 @@ def _read_new_log(
     """(parsed log, sha256, size) of a log to ingest, or why it is not ingested now:
     unreadable, already ingested, or the log of a run still in progress."""
     run_id = run_id_of(path)
+    problem = regular_file_problem(path)
+    if problem is not None:  # a FIFO would block, a device may never end
+        log.warning("cannot read log, skipped", path=shown, error=problem)
+        return LogIngest(shown, run_id, "unreadable", message=problem)
     try:
         digest, size = file_digest(path)
     except OSError as exc:
