@@ -28,6 +28,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
     from ..files import regular_file_problem
     from ..queue.ingest import ingest_logs
     from ..recover.invocation import Invocation
+    from ..recover.outcomes import record_pending
     from .render import render_ingest_report
 
     # a bad path (missing, a symlink loop, a directory, a FIFO, a device) is named at the
@@ -39,6 +40,7 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], as_json: bool) -> None:
     cfg = obj.config()
     db = obj.open_db()
     with db.sessions() as session:
+        record_pending(session, obj.directory, cfg)  # retries whose outcome is not recorded
         report = ingest_logs(
             session,
             obj.directory,

@@ -27,7 +27,9 @@ from .options import json_option, retry_options, stall_option, unlock_option
 @click.argument("snakemake_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 @library_errors
-def run_cmd(obj: Context, profile, unlock, delay_scale, as_json, stall_seconds, snakemake_args):
+def run_cmd(
+    obj: Context, profile, unlock, force_unlock, delay_scale, as_json, stall_seconds, snakemake_args
+):
     """Run the workflow; retry transient failures with backoff; dead-letter the rest.
 
     Snakemake options go after `--`. Exit status 0 when every job succeeded, 1 when
@@ -56,6 +58,7 @@ def run_cmd(obj: Context, profile, unlock, delay_scale, as_json, stall_seconds, 
             targets,
             delay_scale=delay_scale,
             unlock=unlock,
+            force_unlock=force_unlock,
             stall_seconds=stall_seconds,
         )
     if as_json:
@@ -70,7 +73,9 @@ def run_cmd(obj: Context, profile, unlock, delay_scale, as_json, stall_seconds, 
 @retry_options
 @click.pass_obj
 @library_errors
-def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_seconds) -> None:
+def retry_cmd(
+    obj: Context, entry_id, force, dry_run, unlock, force_unlock, as_json, stall_seconds
+) -> None:
     """Re-run an entry's job (and what depends on it); resolve it only if it succeeds.
 
     A non-retryable entry (ValidationError, ConfigurationError, NonRetryableError) is re-run
@@ -86,7 +91,7 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
     from ..recover.retry import RetryOptions, retry_entry
     from .render import render_retry
 
-    options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
+    options = RetryOptions(force, dry_run, unlock, force_unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
     with obj.open_db(create=False).sessions() as session:
         outcome = retry_entry(session, entry_id, obj.directory, cfg, options)
@@ -102,7 +107,9 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
 @retry_options
 @click.pass_obj
 @library_errors
-def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall_seconds) -> None:
+def retry_all_cmd(
+    obj: Context, pipeline, force, dry_run, unlock, force_unlock, as_json, stall_seconds
+) -> None:
     """Retry a pipeline's unresolved entries (one Snakemake run per invocation).
 
     Entries that `retry` would refuse are listed as skipped. Exit status 0 when every entry
@@ -116,7 +123,7 @@ def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall
     from ..recover.retry import RetryOptions, retry_all
     from .render import render_retry
 
-    options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
+    options = RetryOptions(force, dry_run, unlock, force_unlock, stall_seconds=stall_seconds)
     cfg = obj.config()
     with obj.open_db(create=False).sessions() as session:
         outcomes = retry_all(session, pipeline, obj.directory, cfg, options)

@@ -124,7 +124,9 @@ def open_database(
         reason = failure_reason(exc, database.where, timeout_s)
         detail = getattr(exc, "orig", None) or exc
         raise DatabaseError(
-            reason or f"{database.where} is not a usable dead-letter database: {detail}"
+            f"{reason}; nothing was written"
+            if reason
+            else f"{database.where} is not a usable dead-letter database: {detail}"
         ) from exc
     return database
 

@@ -26,6 +26,7 @@ from ..queue.entries import JobFailure, dead_letter, real_attempts
 from ..queue.ingest import IngestContext, LogIngest, ingest_log
 from .invocation import Invocation, build_command, show_command
 from .lock import check_lock
+from .outcomes import record_pending
 from .process import require_log, run_snakemake
 
 log = get_logger(__name__)
@@ -104,6 +105,7 @@ def run_workflow(
     *,
     delay_scale: float | None = None,
     unlock: bool = False,
+    force_unlock: bool = False,
     echo: Echo | None = None,
     sleep: Callable[[float], None] = time.sleep,
     stall_seconds: float | None = None,
@@ -111,7 +113,8 @@ def run_workflow(
     """Run the workflow, retry transient failures with backoff, dead-letter the rest."""
     workdir = Path(workdir)
     scale = delay_scale_from_env() if delay_scale is None else delay_scale
-    check_lock(workdir, invocation, unlock=unlock)
+    record_pending(session, workdir, cfg)  # outcomes of earlier retries not yet recorded
+    check_lock(workdir, invocation, unlock=unlock, force=force_unlock)
     rounds = _Rounds(
         session,
         IngestContext.build(workdir, cfg, invocation.to_dict()),
