@@ -277,13 +277,13 @@ def entry_details(entry: DeadLetterEntry) -> dict:
 
 
 # the range of the integer columns (64-bit; ids are 32-bit, see MAX_ID)
-INT64 = (-(2**63), 2**63 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
 MAX_ID = 2**31 - 1  # entry ids are `integer` on PostgreSQL: a larger id names no entry
 
 
 def storable_int(value: int | None) -> int | None:
     """`value`, or None when a 64-bit column cannot hold it (a garbled log's exit code)."""
-    if value is None or INT64[0] <= value <= INT64[1]:
+    if value is None or INT64_RANGE[0] <= value <= INT64_RANGE[1]:
         return value
     return None
 

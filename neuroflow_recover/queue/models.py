@@ -33,6 +33,11 @@ from ..times import iso, utc_now
 SCHEMA_VERSION = 2  # 2: ingested_logs.host, 64-bit sizes, exit codes, job ids
 
 
+# a 64-bit integer column: BIGINT on PostgreSQL, INTEGER (already 64-bit) on SQLite, so a
+# new SQLite file and an upgraded one declare the same types
+INT64 = BigInteger().with_variant(Integer, "sqlite")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -52,7 +57,7 @@ class DeadLetterEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # the seed's fields; pipeline_run_id is the Snakemake jobid of the last failure
-    pipeline_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    pipeline_run_id: Mapped[int | None] = mapped_column(INT64)
     pipeline_name: Mapped[str] = mapped_column(String(64))
     session_id: Mapped[str | None] = mapped_column(String(64))  # BIDS label, no "ses-"
     subject_id: Mapped[str | None] = mapped_column(String(64))  # BIDS label, no "sub-"
@@ -76,7 +81,7 @@ class DeadLetterEntry(Base):
     evidence: Mapped[str | None] = mapped_column(Text)
     pattern_id: Mapped[str | None] = mapped_column(String(128))
     resource: Mapped[str | None] = mapped_column(String(32))
-    exit_code: Mapped[int | None] = mapped_column(BigInteger)
+    exit_code: Mapped[int | None] = mapped_column(INT64)
     slurm_state: Mapped[str | None] = mapped_column(String(32))
     log_paths: Mapped[list] = mapped_column(JSON, default=list)
     slurm_job_ids: Mapped[list] = mapped_column(JSON, default=list)
@@ -128,7 +133,7 @@ class AttemptHistory(Base):
     run_id: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    exit_code: Mapped[int | None] = mapped_column(BigInteger)
+    exit_code: Mapped[int | None] = mapped_column(INT64)
     error_type: Mapped[str | None] = mapped_column(String(64))
     resource: Mapped[str | None] = mapped_column(String(32))
     pattern_id: Mapped[str | None] = mapped_column(String(128))
@@ -170,7 +175,7 @@ class IngestedLog(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    size: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(INT64)
     run_id: Mapped[str] = mapped_column(String(128))
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
