@@ -136,7 +136,7 @@ def regular_file_problem(path: str | os.PathLike) -> str | None:
         return exc.strerror or str(exc)
     if stat.S_ISREG(mode):
         return None
-    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
              (stat.S_ISSOCK, "a socket")]  # fmt: skip
     kind = next((name for test, name in kinds if test(mode)), "not a regular file")
