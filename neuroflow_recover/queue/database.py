@@ -107,6 +107,11 @@ def open_database(
     timeout_s = timeout_from_env() if timeout is None else float(timeout)
     if path is not None:
         _check_sqlite_file(path, create=create and not readonly)
+        if not readonly and path.exists() and read_only_location(path):
+            raise DatabaseError(
+                f"the dead-letter database {path} is read-only (its directory cannot be "
+                "written: read-only media or no permission); nothing was written"
+            )
     try:
         engine = _make_engine(url, path, readonly=readonly, timeout_s=timeout_s)
     except (sa_exc.ArgumentError, ImportError) as exc:
