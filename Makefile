@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/recovery_cost.py
 	$(BIN)/python benchmarks/dag_scale.py
 	$(BIN)/python benchmarks/dlq_scale.py
+	$(BIN)/python benchmarks/dlq_stress.py
 
 clean:
 	rm -rf example/data example/results example/work example/.snakemake example/.neuroflow
