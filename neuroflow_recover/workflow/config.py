@@ -77,12 +77,11 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if problem is not None:
         raise ConfigError(f"config file {path} cannot be read: {problem}")
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(MAX_CONFIG_BYTES + 1)
+        if path.stat().st_size > MAX_CONFIG_BYTES:  # a regular file: its size is known
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
