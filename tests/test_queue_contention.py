@@ -43,10 +43,13 @@ def writer_lock(root: Path, backend):
         conn.close()
 
 
+def _shown(root: Path, backend) -> str:
+    """How messages name the database."""
+    return backend.pg_url or str((root / ".neuroflow" / "neuroflow.db").absolute())
+
+
 def _where(root: Path, backend) -> str:
-    if backend.pg_url:
-        return re.escape(backend.pg_url)
-    return re.escape(str((root / ".neuroflow" / "neuroflow.db").absolute()))
+    return re.escape(_shown(root, backend))
 
 
 @pytest.fixture
@@ -110,3 +113,40 @@ def test_a_retry_that_ran_keeps_its_outcome_when_the_database_stays_locked(faile
     assert (shown["resolved"], shown["resolved_by"]) == (True, "retry")
     assert not pending.exists()
     assert "already-ingested" in ingest.stdout  # the retry's log, ingested with its outcome
+
+
+def test_a_run_whose_failures_cannot_be_recorded_says_so_and_ingest_records_them(
+    tmp_path, backend
+):
+    root = make_toy_workflow(tmp_path / "wf", [("01", "1"), ("01", "2")])
+    behave(root, "01", "1", "wait|go|0|")
+    behave(root, "01", "2", "until|never|1|MemoryError")
+    env = dict(os.environ) | backend.env() | {"NEUROFLOW_DB_TIMEOUT": "1"}
+    if not backend.pg_url:
+        env.pop("NEUROFLOW_DB", None)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "neuroflow_recover.cli", "-d", str(root), "run", "--",
+         "--cores", "1", "--keep-going"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (root / "started_01_1").exists():
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with writer_lock(root, backend):
+        (root / "go").write_text("")
+        _, err = run.communicate(timeout=600)
+    assert run.returncode == 1, err
+    (log,) = sorted((root / ".snakemake" / "log").glob("*.snakemake.log"))
+    assert err.splitlines()[-1] == (
+        f"Error: the dead-letter database {_shown(root, backend)} stayed "
+        "locked by another process for more than 1 s (--db-timeout, env "
+        f"NEUROFLOW_DB_TIMEOUT). Snakemake ran (exit 1, log .snakemake/log/{log.name}) but "
+        "its failures are not recorded: its log is kept, run `neuroflow-recover ingest` once "
+        "the database works again"
+    )
+    ingest = recover(root, "ingest", "--json", env=backend.env())
+    assert ingest.returncode == 0, ingest.stderr
+    (entry,) = json.loads(recover(root, "list", "--json", env=backend.env()).stdout)
+    assert (entry["subject"], entry["session"], entry["error_type"]) == ("01", "2", "ResourceError")
