@@ -139,7 +139,8 @@ def current_user() -> str:
     "--db",
     envvar=environment.DB,
     default=None,
-    help="Dead-letter database: a SQLAlchemy URL or a file path "
+    help="Dead-letter database: a file path (SQLite) or a URL, e.g. "
+    "postgresql+psycopg://host/db for a queue shared between machines "
     "[default: DIRECTORY/.neuroflow/neuroflow.db; env NEUROFLOW_DB].",
 )
 @click.option(
