@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dlq_scale.py
 	$(BIN)/python benchmarks/status_scale.py
 	$(BIN)/python benchmarks/daily_plan.py
+	$(BIN)/python benchmarks/dlq_stress.py
 
 clean:
 	rm -rf example/data example/results example/work example/.snakemake example/.neuroflow

@@ -8,6 +8,10 @@ from collections.abc import Mapping
 from .errors import NeuroflowError
 
 DB = "NEUROFLOW_DB"  # the dead-letter database (the CLI's --db)
+# how long a writer waits for the database's write lock (the CLI's --db-timeout)
+DB_TIMEOUT = "NEUROFLOW_DB_TIMEOUT"
+# how long one user pattern may search one text (the classifier's backtracking bound)
+PATTERN_TIMEOUT = "NEUROFLOW_PATTERN_TIMEOUT"
 STALL_SECONDS = "NEUROFLOW_STALL_SECONDS"  # the watchdog's stall timeout (--stall-timeout)
 DELAY_SCALE = "NEUROFLOW_DELAY_SCALE"  # multiplies retry delays (run --delay-scale)
 # set by `run` for its Snakemake: the step runner defers retries of transient failures

@@ -55,6 +55,11 @@ class DatabaseError(NeuroflowError):
     """The dead-letter database is missing, unreadable or of an unknown schema."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot do what was asked now (locked too long, disk full, read-only,
+    unreachable); the message says what was and was not recorded."""
+
+
 class EntryNotFound(NeuroflowError):
     """No dead-letter entry has that ID."""
 

@@ -67,3 +67,77 @@ def read_head_and_tail(
             fh.seek(size - tail)
             data += fh.read()
     return decode(data)
+
+
+# file systems on which POSIX locks between hosts are unsafe or absent (SQLite's FAQ);
+# a lock held on another host cannot be seen from here either
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "ceph", "glusterfs",
+     "fuse.glusterfs", "fuse.sshfs", "fuse.ceph", "afs", "9p", "panfs", "wekafs"}
+)  # fmt: skip
+
+
+def filesystem_type(path: str | os.PathLike) -> str | None:
+    """The type of the file system holding `path` (nfs4, ext4, tmpfs, ...), from the
+    mount table; None when unknown (no /proc). The path need not exist: its nearest
+    existing ancestor is used."""
+    target = Path(path).absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    target = target.resolve()
+    best, best_type = "", None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as table:
+            for line in table:
+                fields = line.split()
+                if " - " not in line or len(fields) < 5:
+                    continue
+                mount = fields[4].replace("\\040", " ")
+                fstype = line.split(" - ", 1)[1].split()[0]
+                inside = str(target) == mount or str(target).startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, best_type = mount, fstype
+    except OSError:
+        return None
+    return best_type
+
+
+def on_network_filesystem(path: str | os.PathLike) -> str | None:
+    """The network file system type holding `path` (nfs4, lustre, gpfs, ...) or None."""
+    fstype = filesystem_type(path)
+    return fstype if fstype in NETWORK_FILESYSTEMS else None
+
+
+def read_only_location(path: str | os.PathLike) -> bool:
+    """True when new files cannot be made next to `path` (read-only media or mount, or no
+    write permission on its directory)."""
+    directory = Path(path).absolute().parent
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(directory, os.W_OK)
+
+
+def regular_file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file that can be read to its end (a FIFO would block, a
+    device may never end), or None. Follows symlinks; names a symlink loop as such."""
+    import errno
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop (too many levels of symbolic links)"
+        if exc.errno == errno.ENOENT:
+            return "no such file" + (" (a dangling symlink)" if os.path.islink(path) else "")
+        return exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket")]  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"not a regular file ({kind})" if kind != "not a regular file" else kind

@@ -1,4 +1,5 @@
-"""The dead-letter commands through click's CliRunner: exact exit codes and output."""
+"""The dead-letter commands through click's CliRunner: exact exit codes and output (the
+tests over the `workdir` queue on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -59,12 +60,18 @@ def _failure(rule, pipeline, subject, session, error_type, retryable, when, keys
     )
 
 
+DB_URL_FILE = ".test-db-url"  # the backend's --db for `invoke` in this directory
+
+
 @pytest.fixture
-def workdir(tmp_path) -> Path:
-    """A workflow directory with a config and a queue of two entries (IDs 1 and 2)."""
+def workdir(tmp_path, backend) -> Path:
+    """A workflow directory with a config and a queue of two entries (IDs 1 and 2), on each
+    backend (`invoke` passes the backend's database)."""
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text("{}\n")
-    db = open_database(None, tmp_path)
+    if backend.pg_url:
+        (tmp_path / DB_URL_FILE).write_text(backend.pg_url)
+    db = open_database(backend.url(), tmp_path)
     with db.sessions.begin() as session:
         first = dead_letter(
             session,
@@ -108,9 +115,14 @@ def workdir(tmp_path) -> Path:
     return tmp_path
 
 
+def _db_url(workdir: Path) -> str | None:
+    path = Path(workdir) / DB_URL_FILE
+    return path.read_text() if path.is_file() else None
+
+
 def invoke(workdir: Path, *args: str, env: dict | None = None):
     return CliRunner().invoke(
-        cli, ["-d", str(workdir), *args], env={"NEUROFLOW_DB": None, **(env or {})}
+        cli, ["-d", str(workdir), *args], env={"NEUROFLOW_DB": _db_url(workdir), **(env or {})}
     )
 
 
@@ -189,7 +201,7 @@ def test_unknown_ids_change_nothing(workdir):
         assert result.stderr == "Error: no dead-letter entry with ID 42\n", args
         assert result.stdout == ""
     assert invoke(workdir, "list", "--all", "--json").stdout == before
-    assert db_file.exists()
+    assert db_file.exists() or _db_url(workdir)
 
 
 def test_read_only_commands_on_a_missing_database(tmp_path):
@@ -218,7 +230,7 @@ def test_resolve_records_the_user_and_notes(workdir):
     )
     assert result.exit_code == 0
     assert result.stdout == "dead-letter entry 1 resolved\n"
-    db = open_database(None, workdir, create=False)
+    db = open_database(_db_url(workdir), workdir, create=False)
     with db.sessions() as session:
         entry = get_entry(session, 1)
         assert (entry.resolved, entry.resolved_by) == (True, "dana")
@@ -278,7 +290,8 @@ def test_stats_formats_and_output_file(workdir, tmp_path):
 
 def test_dry_run_prints_the_exact_command_and_targets_and_changes_nothing(workdir):
     db_file = workdir / ".neuroflow" / "neuroflow.db"
-    before = (invoke(workdir, "list", "--all", "--json").stdout, db_file.read_bytes())
+    before = (invoke(workdir, "list", "--all", "--json").stdout,
+              db_file.read_bytes() if db_file.exists() else None)  # PostgreSQL: no file
     snakemake = VENV_BIN / "snakemake"
     # entry 2 is a ValidationError of March; config/config.yaml was written after it
     dry = invoke(workdir, "retry", "2", "--dry-run")
@@ -300,7 +313,8 @@ def test_dry_run_prints_the_exact_command_and_targets_and_changes_nothing(workdi
         "    results/qsiparc/sub-01/ses-1/done.txt\n"
     )
     assert not (workdir / ".snakemake").exists()  # Snakemake never ran
-    after = (invoke(workdir, "list", "--all", "--json").stdout, db_file.read_bytes())
+    after = (invoke(workdir, "list", "--all", "--json").stdout,
+              db_file.read_bytes() if db_file.exists() else None)  # PostgreSQL: no file
     assert after == before
 
 
@@ -394,7 +408,7 @@ def test_ingest_paths_and_messages(tmp_path):
     (tmp_path / "config" / "config.yaml").write_text("{}\n")
     missing = invoke(tmp_path, "ingest", "nowhere.snakemake.log")
     assert missing.exit_code == 1
-    assert missing.stderr == "Error: no such log: nowhere.snakemake.log\n"
+    assert missing.stderr == "Error: nothing ingested: nowhere.snakemake.log: no such file\n"
     assert not (tmp_path / ".neuroflow").exists()
     nothing = invoke(tmp_path, "ingest")
     assert nothing.exit_code == 0

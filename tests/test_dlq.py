@@ -1,4 +1,5 @@
-"""The dead-letter queue models and bookkeeping on real SQLite files."""
+"""The dead-letter queue models and bookkeeping on real SQLite files and a real PostgreSQL
+(every test that takes the `db` fixture runs on both)."""
 
 from __future__ import annotations
 
@@ -74,13 +75,15 @@ def failure(
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = open_database(None, tmp_path)
+def db(tmp_path, backend):
+    """The queue on each backend (SQLite at the default place, a PostgreSQL database)."""
+    database = open_database(backend.url(), tmp_path)
     yield database
     database.dispose()
 
 
-def test_default_location_wal_and_schema(tmp_path, db):
+def test_default_location_wal_and_schema(tmp_path):
+    db = open_database(None, tmp_path)
     assert db.path == (tmp_path / DEFAULT_DB).absolute()
     assert db.path.exists()
     with db.engine.connect() as conn:
@@ -91,6 +94,7 @@ def test_default_location_wal_and_schema(tmp_path, db):
     with again.sessions() as session:
         assert session.scalar(select(func.count(DeadLetterEntry.id))) == 0
     again.dispose()
+    db.dispose()
 
 
 def test_plain_path_and_url(tmp_path):

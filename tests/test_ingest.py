@@ -84,10 +84,10 @@ def _snapshot(db) -> tuple:
     return entries, history, logs
 
 
-def test_ingesting_the_same_logs_three_times_leaves_the_same_rows(plain_runs, tmp_path):
+def test_ingesting_the_same_logs_three_times_leaves_the_same_rows(plain_runs, tmp_path, backend):
     root = _copy(plain_runs, tmp_path / "wf")
     cfg = load_config(root)
-    db = open_database(None, root)
+    db = open_database(backend.url(), root)
     snapshots = []
     for n in range(3):
         with db.sessions() as session:
@@ -115,9 +115,9 @@ def test_ingesting_the_same_logs_three_times_leaves_the_same_rows(plain_runs, tm
     db.dispose()
 
 
-def test_attempt_records_give_the_classification_and_history(exec_runs, tmp_path):
+def test_attempt_records_give_the_classification_and_history(exec_runs, tmp_path, backend):
     root = _copy(exec_runs, tmp_path / "wf")
-    db = open_database(None, root)
+    db = open_database(backend.url(), root)
     with db.sessions() as session:
         ingest_logs(session, root, load_config(root))
     with db.sessions() as session:
@@ -138,12 +138,12 @@ def test_attempt_records_give_the_classification_and_history(exec_runs, tmp_path
     db.dispose()
 
 
-def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, tmp_path):
+def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, tmp_path, backend):
     root = _copy(plain_runs, tmp_path / "wf")
     log_dir = root / ".snakemake" / "log"
     (log_dir / "2000-01-01T000000.000001.snakemake.log").write_bytes(bytes(range(256)) * 64)
     (log_dir / "2000-01-01T000000.000002.snakemake.log").write_text("")
-    db = open_database(None, root)
+    db = open_database(backend.url(), root)
     with db.sessions() as session:
         report = ingest_logs(session, root, load_config(root))
     status = {Path(item.path).name: item.status for item in report.logs}
@@ -197,11 +197,11 @@ def test_the_log_of_a_live_run_is_left_for_later(plain_runs, tmp_path):
         holder.wait(timeout=600)
 
 
-def test_a_success_in_a_later_log_closes_the_open_entry(plain_runs, tmp_path):
+def test_a_success_in_a_later_log_closes_the_open_entry(plain_runs, tmp_path, backend):
     """02_1 failed in run 1 and succeeded in run 2: ingesting both leaves it resolved."""
     root = _copy(plain_runs, tmp_path / "wf")
     first, second = main_logs(root)
-    db = open_database(None, root)
+    db = open_database(backend.url(), root)
     with db.sessions() as session:
         report = ingest_logs(session, root, load_config(root), [first])
     (transient_id,) = [
@@ -226,11 +226,11 @@ def test_a_success_in_a_later_log_closes_the_open_entry(plain_runs, tmp_path):
     db.dispose()
 
 
-def test_a_success_older_than_the_last_failure_does_not_close_the_entry(plain_runs, tmp_path):
+def test_a_success_older_than_the_last_failure_does_not_close_the_entry(plain_runs, tmp_path, backend):
     """Logs ingested out of order: the success in run 2 predates a failure recorded later."""
     root = _copy(plain_runs, tmp_path / "wf")
     first, second = main_logs(root)
-    db = open_database(None, root)
+    db = open_database(backend.url(), root)
     with db.sessions() as session:
         ingest_logs(session, root, load_config(root), [first])
     with db.sessions.begin() as session:
@@ -272,7 +272,7 @@ def test_a_plain_snakemake_rerun_that_succeeds_resolves_the_entry_via_ingest(tmp
     assert (shown["resolved"], shown["resolved_by"]) == (True, "snakemake")
 
 
-def test_logs_are_hashed_in_chunks_and_never_held_in_memory(plain_runs, tmp_path):
+def test_logs_are_hashed_in_chunks_and_never_held_in_memory(plain_runs, tmp_path, backend):
     root = _copy(plain_runs, tmp_path / "wf")
     first = main_logs(root)[0]
     big = first.with_name("2026-01-01T000000.000001.snakemake.log")
@@ -284,7 +284,7 @@ def test_logs_are_hashed_in_chunks_and_never_held_in_memory(plain_runs, tmp_path
     data = big.read_bytes()
     assert file_digest(big) == (hashlib.sha256(data).hexdigest(), len(data))
     del data
-    db = open_database(None, root)
+    db = open_database(backend.url(), root)
     tracemalloc.start()
     try:
         with db.sessions() as session:

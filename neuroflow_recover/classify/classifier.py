@@ -6,14 +6,18 @@ Precedence, patterns and the scanned window: docs/architecture.md, "Classificati
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
+import stat
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import IO
 
+from .. import environment
 from ..errors import ConfigError, LogReadError
-from ..files import decode
+from ..files import decode, regular_file_problem
 from ..logsetup import get_logger
 from .classes import DEFAULT_CLASS, ERROR_CLASSES, NON_RETRYABLE, RESOURCES
 from .patterns import FROM_MATCH, Pattern, PatternPack, parse_pattern, parse_patterns, shipped_pack
@@ -23,6 +27,9 @@ log = get_logger(__name__)
 EVIDENCE_MAX = 500  # characters of the evidence line kept
 HEAD_BYTES = 64 * 1024  # scanned from the start of a big text
 TAIL_BYTES = 4 * 1024 * 1024  # scanned from the end of a big text
+STREAM_CHUNK = 1 << 20
+MAX_STREAM_BYTES = 1 << 30  # read from a pipe at most (only its head and tail are kept)
+PATTERN_TIMEOUT_S = 2.0  # one user pattern on one text (env NEUROFLOW_PATTERN_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -79,18 +86,74 @@ def scan_window(text: str, head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> st
 
 
 def read_window(stream: IO[bytes], head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> str:
-    """Read the scanned window of a binary stream (seeks on regular files, reads pipes whole)."""
-    try:
-        size = stream.seek(0, 2)
-        stream.seek(0)
-    except (OSError, ValueError, AttributeError):
-        return scan_window(decode(stream.read()), head, tail)
+    """Read the scanned window of a binary stream: seeks on regular files; a pipe (or a
+    device) is read to its end keeping only its head and a rolling tail, up to
+    MAX_STREAM_BYTES (LogReadError beyond: /dev/zero never ends)."""
+    if not _is_regular(stream):
+        return _stream_window(stream, head, tail)
+    size = stream.seek(0, 2)
+    stream.seek(0)
     if size <= head + tail:
         return decode(stream.read())
     first = stream.read(head)
     stream.seek(size - tail)
     last = stream.read(tail)
     return scan_window(decode(first) + "\n" + decode(last), head, tail)
+
+
+def _is_regular(stream: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        try:  # an in-memory stream (BytesIO) seeks like a file
+            stream.seek(0, 2)
+            stream.seek(0)
+            return True
+        except (OSError, ValueError, AttributeError):
+            return False
+
+
+def _stream_window(stream: IO[bytes], head: int, tail: int) -> str:
+    first = stream.read(head)
+    last = bytearray()
+    total = len(first)
+    while chunk := stream.read(STREAM_CHUNK):
+        total += len(chunk)
+        if total > MAX_STREAM_BYTES:
+            raise LogReadError(
+                f"more than {MAX_STREAM_BYTES >> 20} MiB on a pipe (classify reads at most "
+                "that much from one; give the log as a file)"
+            )
+        last += chunk
+        if len(last) > 2 * tail:
+            del last[:-tail]
+    if len(first) + len(last) <= head + tail:
+        return decode(first + bytes(last))
+    return scan_window(decode(first) + "\n" + decode(bytes(last[-tail:])), head, tail)
+
+
+class PatternTimeout(ConfigError):
+    """A user pattern searched one text for longer than its time limit."""
+
+
+def pattern_timeout_s() -> float:
+    return environment.non_negative(environment.PATTERN_TIMEOUT, PATTERN_TIMEOUT_S,
+                                    "a number of seconds")  # fmt: skip
+
+
+def _search(pattern: Pattern, rx, text: str, pos: int, deadline: float | None):
+    """`rx.search(text, pos)`, within the user pattern's time limit."""
+    if deadline is None:
+        return rx.search(text, pos)
+    try:
+        return rx.search(text, pos, timeout=max(0.001, deadline - time.monotonic()))
+    except TimeoutError:
+        raise PatternTimeout(
+            f"user pattern {pattern.id!r} ({pattern.regex!r}) did not finish within "
+            f"{pattern_timeout_s():g} s on this text: it backtracks catastrophically "
+            "(overlapping repeats such as (a|aa)+); rewrite it (limit: env "
+            "NEUROFLOW_PATTERN_TIMEOUT)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -124,16 +187,17 @@ def _last_match(pattern: Pattern, text: str) -> Match | None:
     if not pattern.may_match(text):
         return None
     rx = pattern.compiled
+    deadline = time.monotonic() + pattern_timeout_s() if pattern.user else None
     found: Match | None = None
     pos = 0
     n = len(text)
     while pos <= n:
-        m = rx.search(text, pos)
+        m = _search(pattern, rx, text, pos, deadline)
         if m is None:
             break
         start, end = _line_bounds(text, m.start())
         if m.end() > end:  # the regex ran over a line end: re-check the line alone
-            m = rx.search(text[start:end])
+            m = _search(pattern, rx, text[start:end], 0, deadline)
         if m is not None:
             resolved = _resolve(pattern, m)
             if resolved is not None:
@@ -225,7 +289,16 @@ def _evidence(line: str) -> str:
 class Classifier:
     """Classify failure text with the shipped pattern pack plus optional user patterns."""
 
-    def __init__(self, extra_patterns: Iterable[Pattern | Mapping] | None = None, pack: PatternPack | None = None):
+    def __init__(
+        self,
+        extra_patterns: Iterable[Pattern | Mapping] | None = None,
+        pack: PatternPack | None = None,
+        *,
+        strict: bool = False,
+    ):
+        # strict: a user pattern over its time limit raises PatternTimeout (`classify`);
+        # otherwise it is skipped with a warning (a job or a retry never waits on it)
+        self.strict = strict
         self.pack = pack or shipped_pack()
         user: list[Pattern] = []
         for i, p in enumerate(extra_patterns or ()):
@@ -238,20 +311,31 @@ class Classifier:
         self.patterns: tuple[Pattern, ...] = (*user, *self.pack.patterns)
 
     @classmethod
-    def from_config(cls, cfg: Mapping | None) -> Classifier:
+    def from_config(cls, cfg: Mapping | None, *, strict: bool = False) -> Classifier:
         """A classifier with the config's `error_handling.patterns` checked first."""
         section = (cfg or {}).get("error_handling") or {}
         if not isinstance(section, Mapping):
             raise ConfigError("error_handling: must be a mapping")
         patterns = parse_patterns(section.get("patterns"), "error_handling.patterns", user=True)
-        return cls(patterns)
+        return cls(patterns, strict=strict)
 
     def matches(self, text: str) -> list[Match]:
         """Every pattern's last matching line in the scanned window of `text`."""
         return self._matches_in(scan_window(text))
 
     def _matches_in(self, window: str) -> list[Match]:
-        return [m for m in (_last_match(p, window) for p in self.patterns) if m is not None]
+        found = []
+        for pattern in self.patterns:
+            try:
+                m = _last_match(pattern, window)
+            except PatternTimeout as exc:
+                if self.strict:
+                    raise
+                log.warning("user pattern skipped", error=str(exc))
+                continue
+            if m is not None:
+                found.append(m)
+        return found
 
     def best_match(self, text: str) -> Match | None:
         """The winning pattern match of `text` (highest priority, then the last line)."""
@@ -340,10 +424,16 @@ def classify_input(
     """Classify a log file (path) or a binary stream (stdin) as the step runner would, with
     the user patterns of `cfg` when given; with ``explain`` the Explanation. An unreadable
     file raises LogReadError."""
-    classifier = Classifier.from_config(cfg) if cfg else default_classifier()
+    classifier = Classifier.from_config(cfg, strict=True) if cfg else default_classifier()
     decide = classifier.explain if explain else classifier.classify
     if hasattr(source, "read"):
         return decide(read_window(source), exit_code=exit_code, slurm_state=slurm_state)
+    problem = regular_file_problem(source)
+    if problem is not None:  # a FIFO blocks, a device may never end: pipes go through `-`
+        hint = "" if problem in ("no such file", "not a regular file (a directory)") else (
+            "; pipe it into `neuroflow-recover classify -` instead"
+        )
+        raise LogReadError(f"cannot read {os.fspath(source)}: {problem}{hint}")
     try:
         with open(source, "rb") as stream:
             text = read_window(stream)

@@ -65,14 +65,25 @@ def required_literals(regex: str) -> tuple[str, ...] | None:
     far faster than a regex search without a literal prefix). Uses CPython's regex parser;
     on any surprise it returns None and the regex is simply always run.
     """
-    if re.search(r"\(\?[aiLmsux]*i", regex) or re.compile(regex).flags & re.IGNORECASE:
-        return None  # case-insensitive somewhere: a literal check would be wrong
     try:
+        if re.search(r"\(\?[aiLmsux]*i", regex) or re.compile(regex).flags & re.IGNORECASE:
+            return None  # case-insensitive somewhere: a literal check would be wrong
         from re import _parser as parser  # noqa: PLC0415
 
         return _sequence_hints(list(parser.parse(regex)))
-    except Exception:  # noqa: BLE001 - an optimisation only
+    except Exception:  # noqa: BLE001 - an optimisation only (and `regex`-only syntax)
         return None
+
+
+def compile_pattern(text: str, ignore_case: bool, user: bool):
+    """The compiled pattern: the shipped ones with `re`; user patterns with the `regex`
+    module, whose searches take a time limit (a user's `(a+)+$` cannot hang anything).
+    Raises re.error or regex.error."""
+    if not user:
+        return re.compile(text, re.MULTILINE | (re.IGNORECASE if ignore_case else 0))
+    import regex
+
+    return regex.compile(text, regex.MULTILINE | (regex.IGNORECASE if ignore_case else 0))
 
 
 @dataclass(frozen=True)
@@ -93,8 +104,8 @@ class Pattern:
     hints: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        flags = re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0)
-        object.__setattr__(self, "compiled", re.compile(self.regex, flags))
+        compiled = compile_pattern(self.regex, self.ignore_case, self.user)
+        object.__setattr__(self, "compiled", compiled)
         object.__setattr__(self, "hints", None if self.ignore_case else required_literals(self.regex))
 
     def may_match(self, text: str) -> bool:
@@ -163,7 +174,9 @@ def parse_pattern(entry: Any, where: str, *, user: bool) -> Pattern:
             source=entry.get("source"),
             user=user,
         )
-    except re.error as exc:
+    except Exception as exc:  # re.error, regex.error
+        if not isinstance(exc, re.error) and type(exc).__name__ != "error":
+            raise
         raise ConfigError(f"{label}: invalid regular expression {regex!r}: {exc}") from exc
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .. import environment, logsetup
-from ..errors import EXIT_CODE_HELP, NeuroflowError
+from ..errors import EXIT_CODE_HELP, ExitCode, NeuroflowError
 
 
 def _exit_codes_epilog(width: int = 76) -> str:
@@ -32,7 +32,12 @@ class Context:
     """What every command needs: the workflow directory, the database, the config files."""
 
     def __init__(
-        self, directory: Path, db: str | None, verbose: int, configfiles: tuple[str, ...]
+        self,
+        directory: Path,
+        db: str | None,
+        verbose: int,
+        configfiles: tuple[str, ...],
+        db_timeout: float | None = None,
     ):
         self.directory = directory
         self.db = db
@@ -40,12 +45,18 @@ class Context:
         # config files as Snakemake gets them (relative to the workflow directory);
         # empty = config/config.yaml
         self.configfiles = configfiles
+        self.db_timeout = db_timeout  # None: env NEUROFLOW_DB_TIMEOUT or the default
+        self.database = None  # the last database opened (named in database errors)
 
-    def open_db(self, *, create: bool = True):
-        """The dead-letter database; read-only commands pass create=False (never create it)."""
+    def open_db(self, *, create: bool = True, readonly: bool = False):
+        """The dead-letter database. Writers wait for its write lock (--db-timeout);
+        commands that only read pass readonly=True; create=False never creates it."""
         from ..queue.database import open_database
 
-        return open_database(self.db, self.directory, create=create)
+        self.database = open_database(
+            self.db, self.directory, create=create, readonly=readonly, timeout=self.db_timeout
+        )
+        return self.database
 
     def open_db_or_empty(self):
         """The dead-letter database, or an empty one in memory when there is no file yet."""
@@ -54,7 +65,7 @@ class Context:
         path = sqlite_path(database_url(self.db, self.directory))
         if path is not None and not path.exists():
             return open_database("sqlite://", self.directory)
-        return self.open_db(create=False)
+        return self.open_db(create=False, readonly=True)
 
     def config(self) -> dict:
         """The merged, validated workflow configuration."""
@@ -69,7 +80,7 @@ class Context:
         from ..logs.locations import main_logs
         from ..queue.ingest import catch_up
 
-        if not main_logs(self.directory):
+        if not main_logs(self.directory) or not self._new_logs():
             return
         try:
             cfg = self.config_or_defaults()
@@ -87,6 +98,22 @@ class Context:
             )
         self.aftercare(cfg, ingested=bool(report.logs), db=db)
         db.dispose()
+
+    def _new_logs(self) -> bool:
+        """Whether a main log waits to be ingested, asked as a reader (never waits for a
+        writer: a read command waits for the write lock only when there is work)."""
+        from ..queue.database import open_database
+        from ..queue.ingest import logs_to_catch_up
+
+        try:
+            db = open_database(self.db, self.directory, create=False, readonly=True)
+        except NeuroflowError:
+            return True  # no queue yet, or unreadable: the writer finds out and says so
+        try:
+            with db.sessions() as session, session.begin():
+                return bool(logs_to_catch_up(session, self.directory))
+        finally:
+            db.dispose()
 
     def aftercare(self, cfg: dict | None, *, ingested: bool, db=None):
         """After writing the queue: purge (auto_cleanup), breaker news, notifications."""
@@ -126,8 +153,28 @@ def library_errors(func):
             error = click.ClickException(str(exc))
             error.exit_code = int(exc.exit_code)
             raise error from exc
+        except Exception as exc:
+            reason = _database_reason(exc, args[0] if args else None)
+            if reason is None:
+                raise
+            error = click.ClickException(
+                f"{reason}; the transaction in progress was rolled back (nothing of it was "
+                "written)"
+            )
+            error.exit_code = int(ExitCode.FAILED)
+            raise error from exc
 
     return wrapper
+
+
+def _database_reason(exc: Exception, obj) -> str | None:
+    """What a database failure that reached a command means (locked, disk full, ...)."""
+    database = getattr(obj, "database", None)
+    if database is None:
+        return None
+    from ..queue.database import describe_failure
+
+    return describe_failure(exc, database.engine)
 
 
 def echo_json(data) -> None:
@@ -174,7 +221,8 @@ def current_user() -> str:
     "--db",
     envvar=environment.DB,
     default=None,
-    help="Dead-letter database: a SQLAlchemy URL or a file path "
+    help="Dead-letter database: a file path (SQLite) or a URL, e.g. "
+    "postgresql+psycopg://host/db for a queue shared between machines "
     "[default: DIRECTORY/.neuroflow/neuroflow.db; env NEUROFLOW_DB].",
 )
 @click.option(
@@ -182,6 +230,15 @@ def current_user() -> str:
     "configfiles",
     multiple=True,
     help="Workflow config file(s), as given to Snakemake [default: config/config.yaml].",
+)
+@click.option(
+    "--db-timeout",
+    type=click.FloatRange(min=0),
+    envvar=environment.DB_TIMEOUT,
+    default=None,
+    metavar="SECONDS",
+    help="How long a command that writes waits for another writer to finish "
+    "[default: 60; env NEUROFLOW_DB_TIMEOUT].",
 )
 @click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-vv for debug).")
 @click.version_option(package_name="neuroflow")
@@ -191,6 +248,7 @@ def cli(
     directory: Path,
     db: str | None,
     configfiles: tuple[str, ...],
+    db_timeout: float | None,
     verbose: int,
 ) -> None:
     """Classify failed Snakemake jobs, keep a dead-letter queue and re-run exactly what failed.
@@ -205,7 +263,7 @@ def cli(
         neuroflow-recover retry 3
     """
     logsetup.configure(verbose)
-    ctx.obj = Context(directory, db, verbose, configfiles)
+    ctx.obj = Context(directory, db, verbose, configfiles, db_timeout)
 
 
 def main() -> None:

@@ -20,13 +20,25 @@ stall_option = click.option(
     "[default: 900; env NEUROFLOW_STALL_SECONDS].",
 )
 
-unlock_option = click.option(
-    "--unlock", is_flag=True, help="Remove a stale Snakemake lock first (no Snakemake running)."
-)
+def unlock_option(func):
+    """--unlock and --force-unlock (of `run`, `retry` and `retry-all`)."""
+    func = click.option(
+        "--force-unlock",
+        is_flag=True,
+        help="Remove the Snakemake lock even when its holder may run on another host "
+        "(after checking that it does not).",
+    )(func)
+    return click.option(
+        "--unlock",
+        is_flag=True,
+        help="Remove a provably stale Snakemake lock first (no Snakemake running here, none "
+        "recorded on another host).",
+    )(func)
 
 
 def retry_options(func):
-    """--force, --dry-run, --unlock, --json and --stall-timeout of `retry` and `retry-all`."""
+    """--force, --dry-run, --unlock, --force-unlock, --json and --stall-timeout of `retry`
+    and `retry-all`."""
     for decorator in reversed(
         (
             click.option(

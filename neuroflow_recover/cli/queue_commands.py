@@ -23,7 +23,7 @@ def _in(directory: Path, path: str) -> Path:
 
 
 @cli.command("ingest", short_help="Queue the failed jobs of Snakemake main logs.")
-@click.argument("logs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--strict", is_flag=True,
     help="Exit 1 when a log, or a failure line in one, was not understood.",
@@ -44,21 +44,27 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], strict: bool, as_json: bool
         neuroflow-recover ingest .snakemake/log/2026-11-28T153204.406890.snakemake.log
         neuroflow-recover ingest --strict console.txt
     """
+    from ..files import regular_file_problem
     from ..queue.ingest import ingest_logs
+    from ..recover.outcomes import record_pending
     from ..workflow.invocation import Invocation
     from .render import render_ingest_report
 
-    for path in logs:
-        if not path.exists():
-            raise NeuroflowError(f"no such log: {path}")
+    # a bad path (missing, a symlink loop, a directory, a FIFO, a device) is named at the
+    # end; the other logs are ingested
+    bad = {path: problem for path in logs if (problem := regular_file_problem(path))}
+    named = "; ".join(f"{path}: {problem}" for path, problem in bad.items())
+    if logs and len(bad) == len(logs):
+        raise NeuroflowError(f"nothing ingested: {named}")
     cfg = obj.config_or_defaults()
     db = obj.open_db()
     with db.sessions() as session:
+        record_pending(session, obj.directory, cfg)  # retries whose outcome is not recorded
         report = ingest_logs(
             session,
             obj.directory,
             cfg,
-            list(logs) or None,
+            [path for path in logs if path not in bad] or None,
             invocation=Invocation(list(obj.configfiles)).to_dict(),
         )
     obj.aftercare(cfg, ingested=True, db=db)
@@ -66,6 +72,8 @@ def ingest_cmd(obj: Context, logs: tuple[Path, ...], strict: bool, as_json: bool
         echo_json(report.to_dict())
     else:
         click.echo(render_ingest_report(report))
+    if bad:
+        raise NeuroflowError(f"not ingested: {named} (the other logs were)")
     exit_with(ExitCode.FAILED if strict and not report.understood else ExitCode.OK)
 
 
@@ -133,7 +141,7 @@ def list_cmd(
     from .render import render_table
 
     obj.catch_up()
-    db = obj.open_db(create=False)
+    db = obj.open_db(create=False, readonly=True)
     with db.sessions() as session:
         entries = list_entries(session, pipeline, include_resolved=include_resolved, limit=limit)
         if as_json:
@@ -161,7 +169,7 @@ def show_cmd(obj: Context, entry_id: int, as_json: bool) -> None:
     from .render import render_entry
 
     obj.catch_up()
-    db = obj.open_db(create=False)
+    db = obj.open_db(create=False, readonly=True)
     with db.sessions() as session:
         entry = get_entry(session, entry_id)
         if as_json:
@@ -218,7 +226,7 @@ def stats_cmd(obj: Context, fmt: str, output: Path | None) -> None:
     from .render import render_stats
 
     obj.catch_up()
-    db = obj.open_db(create=False)
+    db = obj.open_db(create=False, readonly=True)
     with db.sessions() as session:
         text = render_stats(queue_stats(session), fmt)
     write_output(text, output)

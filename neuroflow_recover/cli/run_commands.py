@@ -33,7 +33,8 @@ from .options import json_option, retry_options, stall_option, unlock_option
 @click.pass_obj
 @library_errors
 def run_cmd(
-    obj: Context, profile, unlock, delay_scale, full, as_json, stall_seconds, snakemake_args
+    obj: Context, profile, unlock, force_unlock, delay_scale, full, as_json, stall_seconds,
+    snakemake_args,
 ):
     """Run the workflow; retry transient failures with backoff; dead-letter the rest.
 
@@ -65,6 +66,7 @@ def run_cmd(
             targets,
             delay_scale=delay_scale,
             unlock=unlock,
+            force_unlock=force_unlock,
             stall_seconds=stall_seconds,
             full=full,
         )
@@ -81,7 +83,9 @@ def run_cmd(
 @retry_options
 @click.pass_obj
 @library_errors
-def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_seconds) -> None:
+def retry_cmd(
+    obj: Context, entry_id, force, dry_run, unlock, force_unlock, as_json, stall_seconds
+) -> None:
     """Re-run an entry's job (and what depends on it); resolve it only if it succeeds.
 
     A non-retryable entry (ValidationError, ConfigurationError, NonRetryableError) is re-run
@@ -98,7 +102,7 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
     from .render import render_retry
 
     obj.catch_up()
-    options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
+    options = RetryOptions(force, dry_run, unlock, force_unlock, stall_seconds=stall_seconds)
     cfg = obj.config_or_defaults()
     db = obj.open_db(create=False)
     with db.sessions() as session:
@@ -116,7 +120,9 @@ def retry_cmd(obj: Context, entry_id, force, dry_run, unlock, as_json, stall_sec
 @retry_options
 @click.pass_obj
 @library_errors
-def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall_seconds) -> None:
+def retry_all_cmd(
+    obj: Context, pipeline, force, dry_run, unlock, force_unlock, as_json, stall_seconds
+) -> None:
     """Retry a pipeline's unresolved entries (one Snakemake run per invocation).
 
     Entries that `retry` would refuse are listed as skipped. Exit status 0 when every entry
@@ -131,7 +137,7 @@ def retry_all_cmd(obj: Context, pipeline, force, dry_run, unlock, as_json, stall
     from .render import render_retry
 
     obj.catch_up()
-    options = RetryOptions(force, dry_run, unlock, stall_seconds=stall_seconds)
+    options = RetryOptions(force, dry_run, unlock, force_unlock, stall_seconds=stall_seconds)
     cfg = obj.config_or_defaults()
     db = obj.open_db(create=False)
     with db.sessions() as session:

@@ -40,7 +40,8 @@ def lock_files(workdir: str | os.PathLike) -> list[Path]:
 
 
 def running_snakemake(workdir: Path) -> list[int]:
-    """PIDs of Snakemake processes working in `workdir` (cwd or --directory)."""
+    """PIDs of Snakemake processes of this host working in `workdir` (cwd or --directory),
+    reached through any path (compared by device and inode: bind mounts, symlinks)."""
     import psutil
 
     target = Path(workdir).resolve()
@@ -55,12 +56,19 @@ def running_snakemake(workdir: Path) -> list[int]:
                 continue
             where = _directory_arg(cmdline)
             cwd = Path(process.cwd())
-            directory = (cwd / where).resolve() if where else cwd.resolve()
-            if directory == target:
+            directory = (cwd / where) if where else cwd
+            if _same_directory(directory, target):
                 found.append(process.pid)
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def _same_directory(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _is_snakemake(cmdline: list[str]) -> bool:

@@ -116,7 +116,7 @@ def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None
             created_at=utc_now(),
         )
         session.add(entry)
-    entry.pipeline_run_id = failure.jobid
+    entry.pipeline_run_id = storable_int(failure.jobid)
     entry.error_type = failure.error_type
     entry.retryable = failure.retryable
     entry.error_message = failure.error_message or ""
@@ -124,7 +124,7 @@ def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None
     entry.evidence = failure.evidence
     entry.pattern_id = failure.pattern_id
     entry.resource = failure.resource
-    entry.exit_code = failure.exit_code
+    entry.exit_code = storable_int(failure.exit_code)
     entry.slurm_state = failure.slurm_state
     entry.run_id = failure.run_id
     entry.failed_at = as_utc(failure.failed_at) or utc_now()
@@ -155,7 +155,7 @@ def add_event(session: Session, entry: DeadLetterEntry, event: AttemptEvent) -> 
         run_id=event.run_id,
         started_at=as_utc(event.started_at),
         ended_at=as_utc(event.ended_at),
-        exit_code=event.exit_code,
+        exit_code=storable_int(event.exit_code),
         error_type=event.error_type,
         resource=event.resource,
         pattern_id=event.pattern_id,
@@ -183,7 +183,11 @@ def open_entry(session: Session, key: str) -> DeadLetterEntry | None:
 
 
 def get_entry(session: Session, entry_id: int) -> DeadLetterEntry:
-    entry = session.get(DeadLetterEntry, entry_id, options=[selectinload(DeadLetterEntry.history)])
+    entry = None
+    if 0 < entry_id <= MAX_ID:  # beyond the column's range no entry can have that id
+        entry = session.get(
+            DeadLetterEntry, entry_id, options=[selectinload(DeadLetterEntry.history)]
+        )
     if entry is None:
         raise EntryNotFound(f"no dead-letter entry with ID {entry_id}")
     return entry
@@ -204,7 +208,7 @@ def list_entries(
         query = query.where(DeadLetterEntry.pipeline_name == pipeline)
     query = query.order_by(DeadLetterEntry.created_at.desc(), DeadLetterEntry.id.desc())
     if limit is not None:
-        query = query.limit(limit)
+        query = query.limit(min(limit, MAX_ID))  # more than any table holds: all of them
     return list(session.scalars(query))
 
 
@@ -274,6 +278,18 @@ def entry_details(entry: DeadLetterEntry) -> dict:
         }
     )
     return data
+
+
+# the range of the integer columns (64-bit; ids are 32-bit, see MAX_ID)
+INT64_RANGE = (-(2**63), 2**63 - 1)
+MAX_ID = 2**31 - 1  # entry ids are `integer` on PostgreSQL: a larger id names no entry
+
+
+def storable_int(value: int | None) -> int | None:
+    """`value`, or None when a 64-bit column cannot hold it (a garbled log's exit code)."""
+    if value is None or INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+        return value
+    return None
 
 
 def _union(old: list | None, new: list | None) -> list:

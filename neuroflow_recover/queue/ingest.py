@@ -22,16 +22,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import socket
+import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..classify.classifier import Classification, Classifier
-from ..errors import LogFormatError, NeuroflowError
+from ..errors import DatabaseUnavailable, LogFormatError, NeuroflowError
+from ..files import regular_file_problem
 from ..logs.evidence import read_evidence
 from ..logs.locations import display_path, main_logs, run_id_of, run_in_progress
 from ..logs.parser import parse_log
@@ -43,6 +47,7 @@ from ..workflow.invocation import Invocation
 from ..workflow.layout import RULE_STAGE, job_key, stage_of
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import targets_for
+from .database import describe_failure, is_conflict
 from .entries import AttemptEvent, JobFailure, dead_letter, mark_resolved, open_entry
 from .models import DeadLetterEntry, IngestedLog
 from .outbox import NotifySettings, enqueue_dead_letters
@@ -52,6 +57,10 @@ log = get_logger(__name__)
 # records may start a little before the log's first time stamp and end after its last one
 WINDOW_SLACK = timedelta(seconds=5)
 HASH_CHUNK = 1 << 20  # logs are hashed 1 MiB at a time (a 100 MB log is never in memory)
+# a log's transaction is run again after a unique-key or serialization conflict with
+# another writer (cannot happen between neuroflow writers, which queue for the write lock;
+# kept for writers that do not take it)
+CONFLICT_ATTEMPTS = 3
 
 Hold = Callable[[JobFailure], bool]
 
@@ -141,8 +150,15 @@ def ingest_logs(
     chosen = [Path(p) for p in paths] if paths else main_logs(workdir)
     report = IngestReport()
     context = IngestContext.build(workdir, cfg, invocation)
-    for path in chosen:
-        report.logs.append(ingest_one(session, context, path))
+    for index, path in enumerate(chosen):
+        try:
+            report.logs.append(ingest_one(session, context, path))
+        except (sa_exc.DBAPIError, sqlite3.Error) as exc:
+            reason = describe_failure(exc, session.get_bind())
+            if reason is None:
+                raise
+            shown = [display_path(p, workdir) for p in chosen[index:]]
+            raise DatabaseUnavailable(not_committed_message(reason, report, shown)) from exc
     return report
 
 
@@ -167,12 +183,30 @@ def catch_up(session: Session, workdir: Path, cfg: dict) -> IngestReport:
     or a plain `snakemake` whose handler could not write), except those of a live run."""
     workdir = Path(workdir)
     with session.begin():
-        paths = pending_logs(session, workdir)
-    if paths and run_in_progress(workdir):
-        paths = paths[:-1]  # the newest log is the live run's (logs are named by start)
+        paths = logs_to_catch_up(session, workdir)
     if not paths:
         return IngestReport()
     return ingest_logs(session, workdir, cfg, paths)
+
+
+def logs_to_catch_up(session: Session, workdir: Path) -> list[Path]:
+    """`pending_logs` without the live run's (the newest, logs being named by start)."""
+    paths = pending_logs(session, workdir)
+    if paths and run_in_progress(workdir):
+        paths = paths[:-1]
+    return paths
+def not_committed_message(reason: str, report: IngestReport, left: list[str]) -> str:
+    """What a database failure in the middle of a batch left committed, in words."""
+    done = [item.path for item in report.with_status("ingested")]
+    committed = f"{len(done)} log(s) ingested and committed before it" + (
+        f" ({', '.join(done)})" if done else ""
+    )
+    more = f" and {len(left) - 1} more log(s)" if len(left) > 1 else ""
+    return (
+        f"{reason}. {committed}, each in its own transaction; not committed: {left[0]}{more} "
+        "(nothing of them was written). Fix the cause and run `neuroflow-recover ingest` "
+        "again: committed logs are skipped."
+    )
 
 
 def ingest_one(
@@ -183,9 +217,18 @@ def ingest_one(
     hold: Hold | None = None,
     carried: Mapping[str, list[AttemptEvent]] | None = None,
 ) -> LogIngest:
-    """One log in its own transaction on `session` (see `ingest_log`)."""
-    with session.begin():
-        return ingest_log(session, context, path, hold=hold, carried=carried)
+    """One log in its own transaction on `session` (see `ingest_log`); run again after a
+    conflict with another writer (it then finds what that writer committed)."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            with session.begin():
+                return ingest_log(session, context, path, hold=hold, carried=carried)
+        except sa_exc.DBAPIError as exc:
+            if not is_conflict(exc) or attempt == CONFLICT_ATTEMPTS:
+                raise
+            log.info("conflict with another writer, ingesting the log again",
+                     path=str(path), attempt=attempt, error=str(exc.orig))  # fmt: skip
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -262,6 +305,7 @@ def ingest_log(
             size=size,
             run_id=run_log.run_id,
             n_failed=len(run_log.failed_jobs),
+            host=socket.gethostname(),
         )
     )
     session.flush()
@@ -329,6 +373,10 @@ def _read_new_log(
     """(parsed log, sha256, size) of a log to ingest, or why it is not ingested now:
     unreadable, already ingested, or the log of a run still in progress."""
     run_id = run_id_of(path)
+    problem = regular_file_problem(path)
+    if problem is not None:  # a FIFO would block, a device may never end
+        log.warning("cannot read log, skipped", path=shown, error=problem)
+        return LogIngest(shown, run_id, "unreadable", message=problem)
     try:
         digest, size = file_digest(path)
     except OSError as exc:

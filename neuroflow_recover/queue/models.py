@@ -9,7 +9,7 @@
 * `IngestedLog`: the Snakemake main logs already ingested (by sha256).
 * `Notification` / `Delivery`: the outbox: a message recorded in the transaction of the
   entries it reports, and its delivery to each channel (pending until a channel accepted it).
-* `SchemaInfo`: the schema version of the file (checked by `database`).
+* `SchemaInfo`: the schema version (checked by `database`, upgraded by `migrations`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -32,7 +33,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..times import iso, utc_now
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ingested_logs.host, 64-bit sizes, exit codes, job ids
+
+
+# a 64-bit integer column: BIGINT on PostgreSQL, INTEGER (already 64-bit) on SQLite, so a
+# new SQLite file and an upgraded one declare the same types
+INT64 = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -54,7 +60,7 @@ class DeadLetterEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # the seed's fields; pipeline_run_id is the Snakemake jobid of the last failure
-    pipeline_run_id: Mapped[int | None] = mapped_column(Integer)
+    pipeline_run_id: Mapped[int | None] = mapped_column(INT64)
     pipeline_name: Mapped[str] = mapped_column(String(64))
     session_id: Mapped[str | None] = mapped_column(String(64))  # BIDS label, no "ses-"
     subject_id: Mapped[str | None] = mapped_column(String(64))  # BIDS label, no "sub-"
@@ -78,7 +84,7 @@ class DeadLetterEntry(Base):
     evidence: Mapped[str | None] = mapped_column(Text)
     pattern_id: Mapped[str | None] = mapped_column(String(128))
     resource: Mapped[str | None] = mapped_column(String(32))
-    exit_code: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(INT64)
     slurm_state: Mapped[str | None] = mapped_column(String(32))
     log_paths: Mapped[list] = mapped_column(JSON, default=list)
     slurm_job_ids: Mapped[list] = mapped_column(JSON, default=list)
@@ -130,7 +136,7 @@ class AttemptHistory(Base):
     run_id: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    exit_code: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(INT64)
     error_type: Mapped[str | None] = mapped_column(String(64))
     resource: Mapped[str | None] = mapped_column(String(32))
     pattern_id: Mapped[str | None] = mapped_column(String(128))
@@ -172,10 +178,11 @@ class IngestedLog(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(INT64)
     run_id: Mapped[str] = mapped_column(String(128))
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    host: Mapped[str | None] = mapped_column(String(255))  # the machine that ingested it
 
 
 class Notification(Base):

@@ -13,6 +13,7 @@ from .. import environment
 from ..errors import SnakemakeFailed
 from ..logsetup import get_logger
 from ..workflow.invocation import show_command
+from .lock import recorded_holder
 from .watchdog import Watchdog, WatchLimits, stall_seconds_from_env, stalled_error
 
 log = get_logger(__name__)
@@ -60,6 +61,12 @@ def run_snakemake(
         )
     except OSError as exc:
         raise SnakemakeFailed(f"cannot start Snakemake ({command[0]}): {exc}") from exc
+    with recorded_holder(workdir, process.pid):
+        return _follow(process, command, stall, env, echo)
+
+
+def _follow(process: subprocess.Popen, command: list[str], stall: float, env: dict,
+            echo) -> SnakemakeRun:  # fmt: skip
     watchdog = Watchdog(process, WatchLimits.for_stall(stall), env) if stall > 0 else None
     log_path: Path | None = None
     tail: list[str] = []

@@ -9,23 +9,26 @@ A non-retryable entry is refused unless something it depends on changed (`change
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from ..errors import NeuroflowError
-from ..logs.locations import display_path, run_id_of
+from ..errors import DatabaseUnavailable, NeuroflowError
+from ..logs.locations import display_path
 from ..logsetup import get_logger
 from ..queue.changes import changes_since
-from ..queue.entries import AttemptEvent, add_event, get_entry, list_entries, mark_resolved
-from ..queue.ingest import IngestContext, ingest_log
+from ..queue.database import describe_failure
+from ..queue.entries import get_entry, list_entries
 from ..times import as_utc
 from ..workflow.invocation import Invocation, build_command, from_command_line, show_command
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import job_outputs, targets_for
 from .lock import check_lock
+from .outcomes import PendingOutcome, RetryPlan, record_outcome, record_pending, save_pending
 from .process import SnakemakeRun, require_log, run_snakemake
 
 log = get_logger(__name__)
@@ -61,15 +64,6 @@ class RetryOutcome:
         }
 
 
-@dataclass
-class _Plan:
-    entry_id: int
-    job_key: str
-    outputs: list[str]
-    targets: list[str]
-    invocation: Invocation
-
-
 @dataclass(frozen=True)
 class RetryOptions:
     """How `retry` and `retry-all` run (the same options for both)."""
@@ -77,6 +71,7 @@ class RetryOptions:
     force: bool = False  # retry non-retryable entries even if nothing changed
     dry_run: bool = False  # print the command and targets only
     unlock: bool = False  # remove a stale Snakemake lock first
+    force_unlock: bool = False  # remove it even when its holder may live on another host
     echo: Echo | None = None  # where Snakemake's output goes (default: stderr)
     stall_seconds: float | None = None  # the SLURM watchdog's stall timeout
 
@@ -89,6 +84,7 @@ def retry_entry(
     options: RetryOptions = RetryOptions(),
 ) -> RetryOutcome:
     """Re-run one entry's targets; resolve it only if its job now succeeded."""
+    record_pending(session, workdir, cfg)
     with session.begin():
         entry = get_entry(session, entry_id)
         if entry.resolved:
@@ -111,7 +107,8 @@ def retry_all(
 ) -> list[RetryOutcome]:
     """Retry every unresolved entry of a pipeline: one Snakemake run per invocation."""
     skipped: dict[int, str] = {}
-    plans: list[_Plan] = []
+    plans: list[RetryPlan] = []
+    record_pending(session, workdir, cfg)
     with session.begin():
         for entry in reversed(list_entries(session, pipeline, limit=None)):
             refusal = _refusal(entry, workdir, cfg, options.force)
@@ -119,13 +116,13 @@ def retry_all(
                 skipped[entry.id] = refusal.removeprefix(f"entry {entry.id} ")
                 continue
             plans.append(_plan(entry, cfg, workdir))
-    groups: dict[str, list[_Plan]] = {}
+    groups: dict[str, list[RetryPlan]] = {}
     for plan in plans:
         groups.setdefault(json.dumps(plan.invocation.to_dict(), sort_keys=True), []).append(plan)
     outcomes: list[RetryOutcome] = []
     for group in groups.values():
         outcomes += _execute(group, session, workdir, cfg, options)
-        options = replace(options, unlock=False)  # the first run removed a stale lock
+        options = replace(options, unlock=False, force_unlock=False)  # the first run did
     if skipped:
         outcomes.append(RetryOutcome(sorted(skipped), [], options.dry_run, skipped=skipped))
     return outcomes
@@ -163,7 +160,7 @@ def _shown_time(value) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "its failure"
 
 
-def _plan(entry, cfg: dict, workdir: Path) -> _Plan:
+def _plan(entry, cfg: dict, workdir: Path) -> RetryPlan:
     targets = list(entry.targets or [])
     if not targets:
         targets = targets_for(entry, cfg, study_sessions(workdir, cfg))
@@ -171,7 +168,7 @@ def _plan(entry, cfg: dict, workdir: Path) -> _Plan:
     if not cfg and invocation == Invocation():  # another workflow, ingested by hand
         details = entry.error_details or {}
         invocation = from_command_line(details.get("command"), local=not entry.slurm_job_ids)
-    return _Plan(
+    return RetryPlan(
         entry_id=entry.id,
         job_key=entry.job_key,
         outputs=job_outputs(entry),
@@ -181,9 +178,12 @@ def _plan(entry, cfg: dict, workdir: Path) -> _Plan:
 
 
 def _execute(
-    plans: list[_Plan], session: Session, workdir: Path, cfg: dict, options: RetryOptions
+    plans: list[RetryPlan], session: Session, workdir: Path, cfg: dict, options: RetryOptions
 ) -> list[RetryOutcome]:
-    """One Snakemake run for plans sharing an invocation; resolve the jobs that succeeded."""
+    """One Snakemake run for plans sharing an invocation; resolve the jobs that succeeded.
+
+    The run's outcome is written to a file first, then recorded in the database
+    (`outcomes`): a database failure after Snakemake ran loses nothing."""
     workdir = Path(workdir)
     ids = [plan.entry_id for plan in plans]
     targets: list[str] = []
@@ -194,72 +194,36 @@ def _execute(
     outcome = RetryOutcome(ids, command, options.dry_run, targets=list(targets))
     if options.dry_run:
         return [outcome]
-    check_lock(workdir, invocation, unlock=options.unlock)
+    check_lock(workdir, invocation, unlock=options.unlock, force=options.force_unlock)
     run = run_snakemake(command, workdir, echo=options.echo, stall_seconds=options.stall_seconds)
     outcome.returncode = run.returncode
     outcome.log_path = display_path(run.log_path, workdir) if run.log_path else None
-    context = IngestContext.build(workdir, cfg, invocation.to_dict())
-    with session.begin():
-        failed_keys: set[str] = set()
-        if run.log_path is not None:
-            # the retried entries are resolved below (by "retry"), only if outputs exist
-            keys = [plan.job_key for plan in plans]
-            result = ingest_log(session, context, run.log_path, leave_open=keys)
-            failed_keys = {failure.job_key for failure in result.failures}
-            outcome.new_entries = [i for i in result.entry_ids if i not in ids]
-        for plan in plans:
-            _conclude(session, plan, run, workdir, plan.job_key in failed_keys, outcome)
+    pending = PendingOutcome.after_run(plans, run.returncode, run.log_path, workdir)
+    saved = save_pending(workdir, pending)
+    try:
+        recorded = record_outcome(session, workdir, cfg, pending)
+    except (sa_exc.DBAPIError, sqlite3.Error) as exc:
+        reason = describe_failure(exc, session.get_bind())
+        if reason is None:
+            raise
+        raise DatabaseUnavailable(_not_recorded(reason, run, outcome, saved)) from exc
+    if saved is not None:
+        saved.unlink(missing_ok=True)
+    outcome.resolved, outcome.still_open = recorded.resolved, recorded.still_open
+    outcome.new_entries = recorded.new_entries
     if run.log_path is None:
         require_log(run)
     return [outcome]
 
 
-def _conclude(
-    session: Session,
-    plan: _Plan,
-    run: SnakemakeRun,
-    workdir: Path,
-    failed_again: bool,
-    outcome: RetryOutcome,
-) -> None:
-    """Resolve the plan's entry when its job succeeded in `run`, else keep it open with the
-    attempt recorded (ingest recorded it when the job failed visibly)."""
-    entry = get_entry(session, plan.entry_id)
-    run_name = run_id_of(run.log_path) if run.log_path else None
-    outputs_exist = all((workdir / path).exists() for path in plan.outputs)
-    ran = run.log_path is not None or run.returncode == 0
-    if not failed_again and outputs_exist and ran:
-        mark_resolved(
-            entry,
-            "retry",
-            f"retried in Snakemake run {run_name or '(nothing to be done)'}: the job succeeded",
-        )
-        outcome.resolved.append(plan.entry_id)
-        log.info("resolved by retry", entry_id=plan.entry_id, run=run_name)
-        return
-    outcome.still_open.append(plan.entry_id)
-    if not failed_again:
-        # the job did not run or did not fail visibly: still record the attempt
-        add_event(
-            session,
-            entry,
-            AttemptEvent(
-                event_key=f"retry:{run_name or run.returncode}:{plan.entry_id}:"
-                f"{entry.attempts + 1}",
-                source="retry",
-                run_id=run_name,
-                exit_code=run.returncode,
-                error_type=entry.error_type,
-                evidence=_retry_evidence(run, outputs_exist),
-            ),
-        )
-    log.warning("retry did not succeed; entry stays open", entry_id=plan.entry_id)
-
-
-def _retry_evidence(run: SnakemakeRun, outputs_exist: bool) -> str:
-    if not outputs_exist:
+def _not_recorded(reason: str, run: SnakemakeRun, outcome: RetryOutcome, saved) -> str:
+    ran = f"Snakemake ran (exit {run.returncode}, log {outcome.log_path or 'none'})"
+    if saved is None:
         return (
-            f"retry: Snakemake exited {run.returncode} and the job's outputs are missing "
-            "(it did not run, e.g. an upstream job failed)"
+            f"{reason}. {ran} but its outcome could not be recorded, nor saved to a file: "
+            "run `neuroflow-recover ingest` once the database works again"
         )
-    return f"retry: Snakemake exited {run.returncode}"
+    return (
+        f"{reason}. {ran}; its outcome is saved in {saved} and the next command that writes "
+        "(ingest, run, retry, retry-all) records it"
+    )

@@ -10,23 +10,28 @@ runs: pass a Session that is not inside a transaction.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .. import environment
 from ..classify.policy import RetryPolicy, get_retry_policy, policies_from_config
+from ..errors import DatabaseUnavailable
 from ..logs.locations import display_path
 from ..logsetup import get_logger
+from ..queue.database import describe_failure
 from ..queue.entries import JobFailure, dead_letter, real_attempts
-from ..queue.ingest import IngestContext, LogIngest, ingest_log
+from ..queue.ingest import IngestContext, LogIngest, ingest_one
 from ..workflow.invocation import Invocation, build_command, show_command
 from ..workflow.sheet import load_sessions
 from .lock import check_lock
+from .outcomes import record_pending
 from .plan import Plan, effective_triggers, make_plan, record_state, snakefile_dir
 from .process import require_log, run_snakemake
 
@@ -110,6 +115,7 @@ def run_workflow(
     *,
     delay_scale: float | None = None,
     unlock: bool = False,
+    force_unlock: bool = False,
     echo: Echo | None = None,
     sleep: Callable[[float], None] = time.sleep,
     stall_seconds: float | None = None,
@@ -119,7 +125,8 @@ def run_workflow(
     would run, see `plan`), retry transient failures with backoff, dead-letter the rest."""
     workdir = Path(workdir)
     scale = delay_scale_from_env() if delay_scale is None else delay_scale
-    check_lock(workdir, invocation, unlock=unlock)
+    record_pending(session, workdir, cfg)  # outcomes of earlier retries not yet recorded
+    check_lock(workdir, invocation, unlock=unlock, force=force_unlock)
     sessions, plan = _plan(workdir, cfg, invocation, targets, full)
     rounds = _Rounds(
         session,
@@ -209,14 +216,23 @@ class _Rounds:
             require_log(run)  # raises unless Snakemake had nothing to do
             return None
         carried = {f.job_key: list(f.events) for f in held}
-        with self.session.begin():
-            result = ingest_log(
+        try:
+            result = ingest_one(
                 self.session,
                 self.context,
                 run.log_path,
                 hold=lambda f: _should_retry(f, self.policies),
                 carried=carried,
             )
+        except (sa_exc.DBAPIError, sqlite3.Error) as exc:
+            reason = describe_failure(exc, self.session.get_bind())
+            if reason is None:
+                raise
+            raise DatabaseUnavailable(
+                f"{reason}. Snakemake ran (exit {run.returncode}, log {shown}) but its failures "
+                "are not recorded: its log is kept, run `neuroflow-recover ingest` once the "
+                "database works again"
+            ) from exc
         current.failed = [f.job_key for f in result.failures]
         current.entry_ids = list(result.entry_ids)
         current.retried = [f.job_key for f in result.held]
@@ -234,9 +250,18 @@ def _wait_seconds(held: list[JobFailure], policies: dict, scale: float) -> float
 
 
 def _dead_letter_held(session: Session, held: list[JobFailure]) -> None:
-    with session.begin():
-        for failure in held:
-            dead_letter(session, failure)
+    try:
+        with session.begin():
+            for failure in held:
+                dead_letter(session, failure)
+    except (sa_exc.DBAPIError, sqlite3.Error) as exc:
+        # the database fails (the error being raised says how): name what is not queued
+        log.error(
+            "cannot queue the failures that were to be retried; re-run them with "
+            "`neuroflow-recover run`",
+            jobs=[failure.job_key for failure in held],
+            error=describe_failure(exc, session.get_bind()) or str(exc),
+        )
 
 
 def _should_retry(failure: JobFailure, policies: dict) -> bool:

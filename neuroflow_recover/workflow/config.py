@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ..errors import ConfigError
+from ..files import regular_file_problem
 
 DEFAULT_CONFIGFILE = "config/config.yaml"
 SCHEMA_DIR = Path("workflow") / "schemas"
@@ -65,21 +66,38 @@ def load_schema(
     return _SCHEMAS[path]
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a config file is small; more is a mistake
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from a file (an empty file is an empty mapping)."""
+    """A YAML mapping from a file. An empty file is refused as Snakemake refuses it (`{}` is
+    a file without settings); so are a file too deeply nested to read and a huge one."""
     path = Path(path)
+    problem = regular_file_problem(path)
+    if problem == "no such file":
+        raise ConfigError(f"config file {path} does not exist")
+    if problem is not None:
+        raise ConfigError(f"config file {path} cannot be read: {problem}")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:  # a regular file: its size is known
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} is nested too deeply to read (beyond Python's recursion "
+            "limit; a configuration needs a few levels)"
+        ) from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"config file {path} is empty (no keys): Snakemake refuses it; write {{}} for a "
+            "file without settings"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
@@ -110,8 +128,11 @@ def config_files(
         path = Path(name)
         if not path.is_absolute():
             path = workdir / path
-        if not path.is_file():
+        problem = regular_file_problem(path)
+        if problem == "no such file":
             raise ConfigError(f"config file {name} does not exist (looked in {workdir})")
+        if problem is not None:
+            raise ConfigError(f"config file {name} cannot be read: {problem}")
         if any(os.path.samefile(path, seen) for seen in files):
             continue
         files.append(path)
@@ -128,9 +149,13 @@ def load_config(
     """The merged, default-filled and validated configuration of a workflow directory."""
     files = config_files(workdir, configfiles)
     cfg: dict = {}
-    for path in files:
-        merge(cfg, read_yaml(path))
-    return validate_config(cfg, workdir, source=", ".join(str(f) for f in files))
+    source = ", ".join(str(f) for f in files)
+    try:
+        for path in files:
+            merge(cfg, read_yaml(path))
+        return validate_config(cfg, workdir, source=source)
+    except RecursionError:  # deep but readable YAML: merging or validating it recursed
+        raise ConfigError(f"the configuration ({source}) is nested too deeply") from None
 
 
 def config_or_defaults(
