@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .. import environment
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+output_option = click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write to this file instead of stdout.",
+)  # fmt: skip
+
+
+def format_option(*formats: str):
+    """--format FMT (the first of `formats` is the default)."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(list(formats)), default=formats[0],
+        show_default=True,
+    )  # fmt: skip
+
 
 stall_option = click.option(
     "--stall-timeout",
