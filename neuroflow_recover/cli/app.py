@@ -74,18 +74,22 @@ class Context:
         return load_config(self.directory, self.configfiles)
 
     def catch_up(self) -> None:
-        """Ingest the main logs no command has ingested yet (a run killed before its end
-        handler could record it): what read and retry commands do first. Cheap when there
+        """Record what no command has recorded yet -- retry outcomes the database refused,
+        main logs of a run killed before its end handler could ingest them -- what read and
+        retry commands do first. Cheap when there
         is nothing new; a problem is a warning, never the command's failure."""
         from ..logs.locations import main_logs
         from ..queue.ingest import catch_up
+        from ..recover.outcomes import pending_files, record_pending
 
-        if not main_logs(self.directory) or not self._new_logs():
+        retries = pending_files(self.directory)
+        if not retries and (not main_logs(self.directory) or not self._new_logs()):
             return
         try:
             cfg = self.config_or_defaults()
             db = self.open_db()
             with db.sessions() as session:
+                record_pending(session, self.directory, cfg)  # before their logs close entries
                 report = catch_up(session, self.directory, cfg)
         except NeuroflowError as exc:
             logsetup.get_logger(__name__).warning("new Snakemake logs not ingested", error=str(exc))

@@ -39,9 +39,9 @@ def test_a_failure_surfaces_while_the_slurm_run_goes_on(tmp_path, cluster):
         json.dumps({"error_handling": {"notifications": {"slack_webhook": server.url}}})
     )
     command = [
-        str(probe.BIN / "snakemake"), "--profile", "profiles/slurm", *probe.STATUS_OVERRIDES,
-        "--latency-wait", "5", "--configfile", "notify.yaml",
-        probe.target("probe_fail"), probe.target("probe_wait"),
+        str(probe.BIN / "snakemake"), probe.target("probe_fail"), probe.target("probe_wait"),
+        "--profile", "profiles/slurm", *probe.STATUS_OVERRIDES, "--latency-wait", "5",
+        "--configfile", "notify.yaml",  # last: --configfile takes every word after it
     ]  # fmt: skip
     run = subprocess.Popen(
         command, cwd=root, env=probe.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -50,7 +50,7 @@ def test_a_failure_surfaces_while_the_slurm_run_goes_on(tmp_path, cluster):
     try:
         deadline = time.monotonic() + 400  # a safety bound, not a speed claim
         while not (_entries(root) and server.bodies):
-            assert run.poll() is None, "Snakemake ended before the failure was queued"
+            assert run.poll() is None, f"Snakemake ended first: {run.communicate()[1][-4000:]}"
             assert time.monotonic() < deadline, "the failure never reached the queue"
             time.sleep(1)
         assert run.poll() is None  # probe_wait still runs on SLURM
