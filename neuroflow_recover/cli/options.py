@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .. import environment
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+output_option = click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write to this file instead of stdout.",
+)  # fmt: skip
+
+
+def format_option(*choices: str):
+    """``--format`` of a report command (the first choice is the default)."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(list(choices)), default=choices[0],
+        show_default=True,
+    )  # fmt: skip
 
 stall_option = click.option(
     "--stall-timeout",

@@ -10,7 +10,7 @@ import click
 from ..errors import ExitCode, NeuroflowError
 from . import render
 from .app import Context, cli, current_user, echo_json, exit_with, library_errors, write_output
-from .options import json_option
+from .options import format_option, json_option, output_option
 
 # the choices of `status` (queue.status.STAGES / STATES, without importing SQLAlchemy here)
 STATUS_STAGES = ("bids_conversion", "qsiprep", "qsirecon", "qsiparc")
@@ -187,14 +187,8 @@ def resolve_cmd(obj: Context, entry_id: int, notes: str | None, as_json: bool) -
 
 
 @cli.command("stats", short_help="Queue statistics (table, CSV or JSON).")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-    show_default=True,
-)  # fmt: skip
-@click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write to this file instead of stdout.",
-)  # fmt: skip
+@format_option("table", "csv", "json")
+@output_option
 @click.pass_obj
 @library_errors
 def stats_cmd(obj: Context, fmt: str, output: Path | None) -> None:
@@ -225,14 +219,8 @@ def stats_cmd(obj: Context, fmt: str, output: Path | None) -> None:
     "--state", "states", multiple=True, type=click.Choice(STATUS_STATES),
     help="Only rows in this state (repeatable).",
 )  # fmt: skip
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
-    show_default=True,
-)  # fmt: skip
-@click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write to this file instead of stdout.",
-)  # fmt: skip
+@format_option("table", "csv", "json", "html")
+@output_option
 @click.pass_obj
 @library_errors
 def status_cmd(obj: Context, subject, stages, states, fmt, output) -> None:
@@ -317,20 +305,21 @@ def notify_cmd(obj: Context, test: bool, as_json: bool) -> None:
 @library_errors
 def purge_cmd(obj: Context, days: int | None, dry_run: bool, as_json: bool) -> None:
     """Remove RESOLVED entries (with their history), delivered notifications and the
-    attempt records of jobs that succeeded, older than the retention. Unresolved entries
-    are never removed.
+    attempt records of jobs that succeeded, older than the retention, and the work
+    directories (QSIPrep, QSIRecon) of dead letters that failed before it. Unresolved
+    entries are never removed.
 
     \b
     Examples:
         neuroflow-recover purge --dry-run
         neuroflow-recover purge --older-than 30
     """
-    from ..queue.retention import purge, retention_days
+    from ..queue.retention import layout_of, purge, retention_days
 
     cfg = obj.config_if_any() or {}
     days = retention_days(cfg) if days is None else days
     with obj.open_db(create=False).sessions() as session:
-        report = purge(session, obj.directory, days, dry_run)
+        report = purge(session, obj.directory, days, dry_run, layout=layout_of(cfg))
     if as_json:
         echo_json(report.to_dict())
     else:

@@ -164,3 +164,23 @@ def _check_schema(engine: Engine, url: str, *, create: bool) -> None:
             )
         if create:
             Base.metadata.create_all(conn)  # idempotent: adds tables a version may miss
+        add_missing_columns(conn)
+
+
+def add_missing_columns(conn) -> list[str]:
+    """Add the nullable columns a file made by an older neuroflow lacks (additive changes
+    only: ``ALTER TABLE ... ADD COLUMN``); returns ``table.column`` of each one added."""
+    inspector = inspect(conn)
+    tables = set(inspector.get_table_names())
+    added = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in tables:
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable or column.primary_key:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+            added.append(f"{table.name}.{column.name}")
+    return added
