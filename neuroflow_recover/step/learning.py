@@ -49,8 +49,8 @@ class LearnSettings:
 
     enabled: bool = True
     min_history: int = 20
-    mem_quantile: float = 0.95
-    mem_margin: float = 0.05
+    mem_quantile: float = 0.9
+    mem_margin: float = 0.1
     runtime_quantile: float = 0.99
     runtime_margin: float = 0.5
 
