@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..logsetup import get_logger
-from .accounting import parse_timelimit_min
+from .accounting import parse_mem_mb, parse_timelimit_min
 
 log = get_logger(__name__)
 
@@ -97,7 +97,10 @@ def model_from_scontrol(
 ) -> BillingModel:
     """The billing model of a partition (``parse_pairs``) under a config (``parse_config``)."""
     weights = parse_weights(partition.get("TRESBillingWeights") or config.get("TRESBillingWeights"))
-    max_tres = "MAX_TRES" in (config.get("PriorityFlags") or "").upper()
+    if "PriorityFlags" in config:
+        max_tres = "MAX_TRES" in config["PriorityFlags"].upper()
+    else:  # priority/basic does not show its flags: the partition's own billing tells
+        max_tres = _billed_as_max(partition.get("TRES", ""), weights)
     max_time = parse_timelimit_min(partition.get("MaxTime"))
     def_mem = _def_mem_per_cpu(partition) or _def_mem_per_cpu(config)
     source = f"scontrol (partition {partition.get('PartitionName', '?')})"
@@ -111,6 +114,20 @@ def model_from_scontrol(
         return BillingModel("sum", None, max_time, raise_memory, source)
     share = int(weights["cpu"] / weights["mem"])
     return BillingModel("max_tres", share, max_time, raise_memory, source)
+
+
+def _billed_as_max(tres: str, weights: Mapping[str, float]) -> bool:
+    """Whether the partition's total ``TRES=cpu=2,mem=20489M,...,billing=20`` is billed as
+    the largest weighted TRES (MAX_TRES) rather than their sum."""
+    values = dict(item.partition("=")[::2] for item in tres.split(",") if "=" in item)
+    try:
+        cpus, billing = float(values["cpu"]), float(values["billing"])
+        mem = parse_mem_mb(values.get("mem", "0")) or 0
+    except (KeyError, ValueError):
+        return False
+    largest = max(cpus * weights.get("cpu", 0), mem * weights.get("mem", 0))
+    total = cpus * weights.get("cpu", 0) + mem * weights.get("mem", 0)
+    return int(billing) == int(largest) != int(total)
 
 
 def _def_mem_per_cpu(values: Mapping[str, str]) -> int | None:

@@ -28,6 +28,7 @@ from .plan import stage_floor
 from .resources import SLURM_TAIL_BYTES, cause_of, cause_of_classification, stage_settings
 
 SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
+WILDCARD_ORDER = ("subject", "session")  # as the workflow's output patterns name them
 
 
 @dataclass
@@ -92,6 +93,13 @@ def _records(workdir: Path) -> list[AttemptRecord]:
     return found
 
 
+def _plugin_dir(wildcards: Mapping[str, str]) -> str:
+    """The plugin's name of a job's log directory: the wildcard values in the rules' order
+    (subject, then session), joined by ``_`` (records keep them sorted by name)."""
+    order = sorted(wildcards, key=lambda k: (WILDCARD_ORDER.index(k) if k in WILDCARD_ORDER else 9, k))
+    return "_".join(str(wildcards[k]) for k in order)
+
+
 def _from_record(rec: AttemptRecord) -> AttemptUsage:
     outcome = SKIPPED if rec.skipped else SUCCEEDED if rec.succeeded else FAILED
     return AttemptUsage(
@@ -102,8 +110,16 @@ def _from_record(rec: AttemptRecord) -> AttemptUsage:
     )  # fmt: skip
 
 
-def _slurm_only(workdir: Path, rules: Iterable[str], known: set[str], cfg) -> list[AttemptUsage]:
-    """Attempts with a SLURM job log but no record: the plugin keeps only failed jobs' logs."""
+def _slurm_only(
+    workdir: Path, rules: Iterable[str], records: list[AttemptRecord], cfg
+) -> list[AttemptUsage]:
+    """Attempts with a SLURM job log but no record: the plugin keeps only failed jobs' logs
+    (in ``rule_<rule>/<wildcard values joined by _>/<job id>.log``)."""
+    known = {rec.slurm_job_id for rec in records if rec.slurm_job_id}
+    jobs = {  # the plugin's directory name of a job -> its job key
+        (rec.rule, _plugin_dir(rec.wildcards)): job_key(rec.rule, rec.wildcards)
+        for rec in records
+    }
     found = []
     classifier = None
     for rule in rules:
@@ -117,7 +133,7 @@ def _slurm_only(workdir: Path, rules: Iterable[str], known: set[str], cfg) -> li
                 continue
             classifier = classifier or classifier_for(cfg)
             cause = cause_of_classification(classifier.classify(text))
-            job = f"{rule}/{path.parent.name}"
+            job = jobs.get((rule, path.parent.name), f"{rule}/{path.parent.name}")
             found.append(AttemptUsage(rule, job, FAILED, cause, {}, slurm_job_id=job_id))
     return found
 
@@ -149,9 +165,8 @@ def collect_attempts(
     """Every attempt of the study: records, SLURM-log-only attempts, with SLURM accounting."""
     records = _records(workdir)
     attempts = [_from_record(rec) for rec in records]
-    known = {rec.slurm_job_id for rec in records if rec.slurm_job_id}
     rules = sorted({rec.rule for rec in records} | set(RULE_STAGE))
-    attempts += _slurm_only(workdir, rules, known, cfg)
+    attempts += _slurm_only(workdir, rules, records, cfg)
     ids = [a.slurm_job_id for a in attempts if a.slurm_job_id]
     accounting = sacct(ids) if use_sacct and ids else {}
     for item in attempts:
