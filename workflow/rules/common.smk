@@ -89,9 +89,7 @@ def resource_plan():
     billing makes memory free): made ONCE per Snakemake process, at the first job, when
     the executor is known; the main process hands it to its jobs (step.plan)."""
     executor = getattr(workflow.executor_plugin, "name", None)
-    return plan_resources(
-        config, ".", main=workflow.is_main_process, executor=executor
-    )
+    return plan_resources(config, ".", main=workflow.is_main_process, executor=executor)
 
 
 @functools.lru_cache(maxsize=None)
