@@ -19,6 +19,9 @@ DEFER_TRANSIENT = "NEUROFLOW_DEFER_TRANSIENT"
 # set by `run` and `retry` for their Snakemake: they ingest its log themselves, so the
 # workflow's end handler leaves it alone
 CALLER_INGESTS = "NEUROFLOW_CALLER_INGESTS"
+# set by the main Snakemake process for its jobs: the first-attempt resources it planned
+# (step/resource_plan.py), so a SLURM job's own Snakemake asks for the same
+RESOURCE_PLAN = "NEUROFLOW_RESOURCE_PLAN"
 
 
 def non_negative(name: str, default: float, what: str = "a number", zero: str = "") -> float:

@@ -102,6 +102,7 @@ def test_the_snakefile_imports_neither_sqlalchemy_nor_click():
     code = (
         "import sys\n"
         "import neuroflow_recover.step.resources, neuroflow_recover.workflow.containers\n"
+        "import neuroflow_recover.step.resource_plan\n"
         "import neuroflow_recover.workflow.dag_speed, neuroflow_recover.workflow.sheet\n"
         "print(sorted(m for m in ('sqlalchemy', 'click', 'pandas') if m in sys.modules))\n"
     )
@@ -113,6 +114,7 @@ def test_the_snakefile_imports_neither_sqlalchemy_nor_click():
     assert used <= {
         "neuroflow_recover",  # environment
         "neuroflow_recover.errors",
+        "neuroflow_recover.step.resource_plan",
         "neuroflow_recover.step.resources",
         "neuroflow_recover.workflow",
         "neuroflow_recover.workflow.config",

@@ -16,6 +16,7 @@ Commands:
   notify     Deliver pending notifications, or send a test.
   purge      Remove resolved entries older than the retention.
   resolve    Mark an entry resolved without a retry.
+  resources  Requested vs used memory and runtime, per rule.
   retry      Re-run one entry's job; resolve it if it succeeds.
   retry-all  Retry every unresolved entry of a pipeline.
   run        Run the workflow; retry transient failures; queue the rest.

@@ -46,7 +46,7 @@ def test_every_key_of_the_shipped_config_is_described_in_the_readme():
         for key, value in data.items():
             name = f"{prefix}{key}"
             yield name
-            if isinstance(value, dict) and key not in ("resources", "growth", "max"):
+            if isinstance(value, dict) and key not in ("resources", "growth", "max", "floor"):
                 yield from keys(value, name + ".")
 
     documented = set(re.findall(r"`([a-z_<>.]+)`", readme))

@@ -99,7 +99,7 @@ def test_a_newer_neuroflow_s_database_is_refused_and_left_alone(backend, tmp_pat
         conn.execute(text("UPDATE neuroflow_schema SET version = 99"))
     db.dispose()
     with pytest.raises(Exception, match=r"has dead-letter schema version 99, this "
-                                        r"neuroflow-recover knows version 2: upgrade neuroflow"):
+                                        r"neuroflow-recover knows version 3: upgrade neuroflow"):
         open_database(url, tmp_path)
 
 

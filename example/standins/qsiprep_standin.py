@@ -15,6 +15,8 @@ Writes QSIPrep's layout for each subject, one anatomical reference over all sess
     OUT/sub-S/ses-E/dwi/sub-S_ses-E_space-ACPC_desc-preproc_dwi.{nii.gz,bval,bvec,b}
     OUT/sub-S/ses-E/dwi/sub-S_ses-E_space-ACPC_desc-brain_mask.nii.gz
 
+Processing nodes are modelled with nipype's cache (standin_common.run_nodes): each node
+leaves its result in the work directory (-w) and a rerun skips the nodes it finds there.
 The "preprocessing" is a nearest-neighbour resampling of the input DWI to the output
 resolution (isotropic voxels): small valid NIfTI for the downstream stand-in and QSIParc.
 """
@@ -35,6 +37,7 @@ from standin_common import (
     log,
     participants,
     report,
+    run_nodes,
     save_nifti,
     sessions_of,
     write_json,
@@ -43,6 +46,16 @@ from standin_common import (
 
 APP = "QSIPrep"
 VERSION = "1.0.1-standin"
+# the processing nodes of one subject (nipype's names; each cached in the work directory)
+NODES = [
+    "anat_preproc_wf.skullstrip",
+    "anat_preproc_wf.anat_normalization",
+    "dwi_preproc_wf.pre_hmc_wf.dwi_denoise",
+    "dwi_preproc_wf.hmc_sdc_wf.eddy",
+    "dwi_preproc_wf.b0_anat_coreg",
+    "dwi_preproc_wf.dwi_finalize_wf.transform_dwis_t1",
+]
+PEAK_NODE = "dwi_preproc_wf.hmc_sdc_wf.eddy"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -86,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         sessions = sessions_of(args, bids / f"sub-{subject}")
         if not sessions:
             fail(APP, f"No dwi images found for participant {subject}. All workflows require dwi images.")
+        for session in sessions:  # the input is checked before any processing
+            dwi = bids / f"sub-{subject}" / f"ses-{session}" / "dwi" / f"sub-{subject}_ses-{session}_dwi.nii.gz"
+            if not dwi.is_file():
+                fail(APP, f"No dwi images found for participant {subject} session {session} ({dwi}).")
+        run_nodes("QSIPREP", args.work_dir, f"qsiprep_1_0_wf/sub_{subject}_wf", NODES, PEAK_NODE, args.mem)
         anat_written = False
         lines = []
         for session in sessions:
@@ -125,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
                 anat_written = True
         if not anat_written:
             fail(APP, f"No T1w images found for participant {subject} (--anat-modality T1w).")
-        (args.work_dir / f"qsiprep_1_0_wf/sub_{subject}_wf").mkdir(parents=True, exist_ok=True)
         report(out / f"sub-{subject}.html", APP, subject, lines)
         log(f"sub-{subject}: {len(sessions)} session(s) written to {out}")
     log(f"{APP} finished successfully!")

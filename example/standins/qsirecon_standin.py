@@ -16,7 +16,8 @@ the QSIPrep derivatives it writes, on the grid of the preprocessed DWI:
     OUT/derivatives/qsirecon-<Workflow>/sub-S/ses-E/dwi/
         sub-S_ses-E_space-ACPC_model-<m>_param-<p>_dwimap.nii.gz (+ .json)   per scalar
 
-The scalar maps are simple functions of the signal (not model fits); each atlas splits
+Processing nodes are modelled with nipype's cache in the work directory (-w), as in the
+QSIPrep stand-in. The scalar maps are simple functions of the signal (not model fits); each atlas splits
 the brain mask into a few regions. Enough for QSIParc to parcellate them for real.
 """
 
@@ -36,6 +37,7 @@ from standin_common import (
     log,
     participants,
     report,
+    run_nodes,
     save_nifti,
     sessions_of,
     write_json,
@@ -55,6 +57,9 @@ RECON_SPECS = {
     "amico_noddi": ("NODDI", [("noddi", "icvf"), ("noddi", "isovf"), ("noddi", "od")]),
 }
 REGIONS = 4  # regions per atlas (quadrants of the brain mask, shifted per atlas)
+# the processing nodes of one session (each cached in the work directory)
+NODES = ["recon_wf.fit_model", "recon_wf.scalar_maps", "recon_wf.atlas_transform"]
+PEAK_NODE = "recon_wf.fit_model"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             found = sorted(dwi_dir.glob("*_space-ACPC_desc-preproc_dwi.nii.gz"))
             if not found:
                 fail(APP, f"No preprocessed DWI for sub-{subject} ses-{session} in {dwi_dir}")
+            workflow = f"qsirecon_1_1_wf/sub-{subject}_ses-{session}_{args.recon_spec}"
+            run_nodes("QSIRECON", args.work_dir, workflow, NODES, PEAK_NODE, args.mem)
             for dwi in found:
                 stem = dwi.name[: -len("_desc-preproc_dwi.nii.gz")]  # keeps sub/ses/.../space
                 img = nib.load(str(dwi))

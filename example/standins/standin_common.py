@@ -15,12 +15,20 @@ import json
 import os
 import sys
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 BANNER = "*** STAND-IN {app} for the neuroflow example: NOT the real {app}; synthetic outputs ***"
+
+# How long each processing node takes (seconds, default 0) and how much memory the peak
+# node needs (MB, default 0 = none), per app: QSIPREP_STANDIN_STEP_SECONDS,
+# QSIRECON_STANDIN_MEM_MB, ... Tests use them to model slow and hungry runs.
+STEP_SECONDS = "{prefix}_STANDIN_STEP_SECONDS"
+MEM_MB = "{prefix}_STANDIN_MEM_MB"
 
 
 def add_bids_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,3 +130,59 @@ def report(path: Path, app: str, subject: str, lines: list[str]) -> None:
         f"<body><h1>sub-{subject}</h1><p>{BANNER.format(app=app)}</p>\n<ul>\n{items}\n</ul>"
         "</body></html>\n",
     )
+
+
+def _nipype_log(message: str) -> None:
+    """A line the way nipype's workflow logger prints it."""
+    stamp = datetime.now().strftime("%y%m%d-%H:%M:%S,%f")[:-3]
+    log(f"{stamp} nipype.workflow INFO:\n\t [Node] {message}")
+
+
+def _env_number(name: str) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, "") or 0))
+    except ValueError:
+        return 0.0
+
+
+def run_nodes(prefix: str, work: Path, workflow: str, nodes: list[str], peak: str, mem: str | None) -> None:
+    """Model nipype's processing nodes and their cache in the work directory.
+
+    Each node takes ``<PREFIX>_STANDIN_STEP_SECONDS`` and leaves its result file in
+    ``work/<workflow>/<node>/``; a node whose result is there is not run again ("Cached",
+    nipype's words), so a retry that keeps the work directory resumes. The ``peak`` node
+    needs ``<PREFIX>_STANDIN_MEM_MB``: given less with ``--mem``, it dies like a Python tool
+    out of memory (MemoryError); else it holds that much memory while it runs.
+    """
+    seconds = _env_number(STEP_SECONDS.format(prefix=prefix))
+    need = int(_env_number(MEM_MB.format(prefix=prefix)))
+    for node in nodes:
+        directory = work / workflow / node
+        result = directory / f"result_{node.rsplit('.', 1)[-1]}.pklz"
+        fullname = f"{workflow.replace('/', '.')}.{node}"
+        _nipype_log(f'Setting-up "{fullname}" in "{directory}".')
+        if result.is_file():
+            _nipype_log(f'Cached "{fullname}" - collecting precomputed outputs')
+            _nipype_log(f'"{fullname}" found cached.')
+            continue
+        name = node.rsplit(".", 1)[-1]
+        _nipype_log(f'Executing "{name}" <standin.{name}>')
+        started = time.monotonic()
+        held = _hold_memory(name, need, mem) if node == peak and need else None
+        time.sleep(seconds)
+        del held
+        write_text_atomic(result, f"{fullname} done\n")
+        _nipype_log(f'Finished "{name}", elapsed time {time.monotonic() - started:.2f}s.')
+
+
+def _hold_memory(name: str, need_mb: int, mem: str | None) -> bytearray:
+    given = int(float(mem)) if mem and mem.replace(".", "", 1).isdigit() else None
+    if given is not None and given < need_mb:
+        log(f"Node {name} failed to run on host.")
+        log("Traceback (most recent call last):")
+        log(f'  File "standin/{name}.py", line 1, in run')
+        log(f"MemoryError: Unable to allocate {need_mb} MiB (given --mem {given})")
+        sys.exit(1)
+    block = bytearray(need_mb * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident, measurable
+    return block

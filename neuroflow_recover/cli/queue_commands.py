@@ -322,20 +322,21 @@ def notify_cmd(obj: Context, test: bool, as_json: bool) -> None:
 @library_errors
 def purge_cmd(obj: Context, days: int | None, dry_run: bool, as_json: bool) -> None:
     """Remove RESOLVED entries (with their history), delivered notifications and the
-    attempt records of jobs that succeeded, older than the retention. Unresolved entries
-    are never removed.
+    attempt records of jobs that succeeded, older than the retention, and the work
+    directories (QSIPrep, QSIRecon) of dead letters that failed before it. Unresolved
+    entries are never removed.
 
     \b
     Examples:
         neuroflow-recover purge --dry-run
         neuroflow-recover purge --older-than 30
     """
-    from ..queue.retention import purge, retention_days
+    from ..queue.retention import layout_of, purge, retention_days
 
     cfg = obj.config_or_defaults()
     days = retention_days(cfg) if days is None else days
     with obj.open_db(create=False).sessions() as session:
-        report = purge(session, obj.directory, days, dry_run)
+        report = purge(session, obj.directory, days, dry_run, layout=layout_of(cfg))
     if as_json:
         echo_json(report.to_dict())
     else:

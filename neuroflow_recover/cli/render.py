@@ -138,6 +138,8 @@ def _history_lines(history: list[dict]) -> list[str]:
         )
         lines.append(f"        evidence:  {_cell(item['evidence'])}")
         lines.append(f"        resources: {resources or '-'}")
+        if item.get("peak_mem_mb") is not None or item.get("elapsed_s") is not None:
+            lines.append(f"        used:      {_used(item)}")
         if item["slurm_job_id"] or item["slurm_state"]:
             lines.append(
                 f"        SLURM:     job {_cell(item['slurm_job_id'])}"
@@ -146,6 +148,18 @@ def _history_lines(history: list[dict]) -> list[str]:
         if item["host"]:
             lines.append(f"        host:      {item['host']}")
     return lines
+
+
+def _used(item: dict) -> str:
+    """``peak 812 MB, 63.2 s, CPU 41.0 s (process-tree)`` of a history row or record."""
+    parts = []
+    if item.get("peak_mem_mb") is not None:
+        parts.append(f"peak {item['peak_mem_mb']} MB")
+    if item.get("elapsed_s") is not None:
+        parts.append(f"{item['elapsed_s']:.1f} s")
+    if item.get("cpu_s") is not None:
+        parts.append(f"CPU {item['cpu_s']:.1f} s")
+    return ", ".join(parts) + (f" ({item['usage_source']})" if item.get("usage_source") else "")
 
 
 def _cell(value) -> str:
@@ -359,7 +373,8 @@ def render_purge(report) -> str:
     return (
         f"{verb}: {len(report.entry_ids)} resolved entr(y/ies) older than "
         f"{report.older_than_days} days ({ids}); {report.notifications} delivered "
-        f"notification(s); attempt records of {report.attempt_jobs} finished job(s)"
+        f"notification(s); attempt records of {report.attempt_jobs} finished job(s); "
+        f"{len(report.work_dirs)} work director(y/ies) of old dead letters"
     )
 
 
@@ -380,4 +395,72 @@ def render_explanation(explanation: Explanation) -> str:
                      + ("  (user pattern)" if m.user else ""))
         lines.append(f"        line:   {m.line}")
         lines.append(f"        source: {_cell(m.source)}")
+    return "\n".join(lines)
+
+
+def usage_row(row) -> dict:
+    """One rule of `resources` as a flat row (CSV)."""
+    flat = {
+        "rule": row.rule, "stage": row.stage, "jobs": row.jobs, "attempts": row.attempts,
+        "succeeded": row.succeeded,
+    }  # fmt: skip
+    for name in ("requested_mem_mb", "used_mem_mb", "requested_runtime_min", "used_runtime_min",
+                 "cpu_efficiency"):  # fmt: skip
+        spread = getattr(row, name)
+        for stat in ("p50", "p95", "max"):
+            value = getattr(spread, stat)
+            flat[f"{name}_{stat}"] = None if value is None else round(value, 3)
+    for cause in ("memory", "runtime", "disk", "transient", "unknown", "final"):
+        flat[f"failed_{cause}"] = row.failures.get(cause, 0)
+    suggested = row.suggested or {}
+    flat.update(
+        suggested_mem_mb=suggested.get("mem_mb"), suggested_runtime_min=suggested.get("runtime"),
+        history=row.history, min_history=row.min_history, learned=row.learned,
+    )  # fmt: skip
+    return flat
+
+
+def render_usage(rows, fmt: str = "table") -> str:
+    """`neuroflow-recover resources`: per rule, requested vs used."""
+    if fmt == "json":
+        return json.dumps([row.to_dict() for row in rows], indent=2, sort_keys=True)
+    if fmt == "csv":
+        import pandas as pd
+
+        buffer = io.StringIO()
+        pd.DataFrame([usage_row(row) for row in rows]).to_csv(buffer, index=False, lineterminator="\n")
+        return buffer.getvalue().rstrip("\n")
+    if not rows:
+        return "no attempt records yet (.neuroflow/attempts)"
+    return "\n\n".join(_usage_block(row) for row in rows)
+
+
+def _num(value, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _usage_block(row) -> str:
+    failures = ", ".join(f"{cause} {n}" for cause, n in row.failures.items()) or "none"
+    req_mem, used_mem = row.requested_mem_mb, row.used_mem_mb
+    req_time, used_time = row.requested_runtime_min, row.used_runtime_min
+    lines = [
+        f"{row.rule} ({row.stage}): {row.jobs} jobs, {row.attempts} attempts, "
+        f"{row.succeeded} jobs succeeded; failed attempts: {failures}",
+        f"  memory MB     requested p50 {_num(req_mem.p50)}  max {_num(req_mem.max)}"
+        f"   used p50 {_num(used_mem.p50)}  p95 {_num(used_mem.p95)}  max {_num(used_mem.max)}",
+        f"  runtime min   requested p50 {_num(req_time.p50)}  max {_num(req_time.max)}"
+        f"   used p50 {_num(used_time.p50, 1)}  p95 {_num(used_time.p95, 1)}"
+        f"  max {_num(used_time.max, 1)}",
+        f"  CPU efficiency p50 {_num(row.cpu_efficiency.p50, 2)}"
+        f"  (CPU time / (elapsed x threads) of successful attempts)",
+    ]
+    if row.suggested is not None:
+        state = (
+            "used for first attempts" if row.learned
+            else f"not used yet: {row.history} of {row.min_history} jobs"
+        )  # fmt: skip
+        lines.append(
+            f"  suggested     mem_mb {row.suggested['mem_mb']}  runtime {row.suggested['runtime']}"
+            f"  (from {row.history} successful jobs; {state})"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Commands around one step: `exec` (the step runner every rule runs) and `classify`."""
+"""Commands around steps: `exec` (the step runner every rule runs), `classify`, and
+`resources` (what the steps requested and used, over the whole study)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from .app import Context, cli, echo_json, exit_with, library_errors
+from .app import Context, cli, echo_json, exit_with, library_errors, write_output
+from .options import format_option, output_option
 
 
 @cli.command("classify", short_help="Print the error class of a failure log.")
@@ -87,6 +89,11 @@ def classify_cmd(
 @click.option("--runtime", type=int, required=True, help="Time limit of this attempt (minutes).")
 @click.option("--threads", type=int, required=True, help="Threads given to this attempt.")
 @click.option("--disk-mb", type=int, default=None, help="Disk given to this attempt (MB).")
+@click.option(
+    "--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The tool's work directory: kept for a retry after a memory, runtime, disk or "
+    "transient failure (the tool resumes), removed after success.",
+)  # fmt: skip
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
 @library_errors
@@ -101,6 +108,7 @@ def exec_step(
     runtime: int,
     threads: int,
     disk_mb: int | None,
+    work: Path | None,
     command: tuple[str, ...],
 ) -> None:
     """Run one attempt of a rule's tool: log it, check outputs, classify, record.
@@ -111,6 +119,8 @@ def exec_step(
     NEUROFLOW_DEFER_TRANSIENT=1) it failed transiently and `run` retries it after a backoff.
     Arguments @NEUROFLOW_THREADS@, @NEUROFLOW_MEM_MB@, @NEUROFLOW_RUNTIME@ and
     @NEUROFLOW_DISK_MB@ in the tool's command line become this attempt's resources.
+    The record keeps what the tool used (peak memory of its process tree, elapsed and CPU
+    time); a success adds it to the stage's usage summary that first attempts learn from.
 
     \b
     Examples (the shell command of every rule of workflow/):
@@ -134,7 +144,39 @@ def exec_step(
             resources=resources,
             workdir=obj.directory,
             configfiles=obj.configfiles,
+            work=work,
         )
     )
     click.echo(result.summary, err=True)
     exit_with(result.exit_code)
+
+
+@cli.command("resources", short_help="Requested vs used memory and runtime, per rule.")
+@format_option("table", "csv", "json")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (same as --format json).")
+@click.option(
+    "--no-sacct", "no_sacct", is_flag=True,
+    help="Do not ask SLURM's accounting (sacct) for the jobs' MaxRSS, Elapsed, TotalCPU.",
+)  # fmt: skip
+@output_option
+@click.pass_obj
+@library_errors
+def resources_cmd(obj: Context, fmt: str, as_json: bool, no_sacct: bool, output: Path | None) -> None:
+    """Like seff over the whole study: per rule, the memory and runtime the attempts
+    requested vs what they used (p50 / p95 / max), CPU efficiency, failed attempts by
+    cause, and the first-attempt request the stage's history suggests.
+
+    Reads the attempt records, the SLURM job logs of attempts that left none, and SLURM's
+    accounting of every SLURM job (one sacct call per 200 jobs; --no-sacct skips it).
+
+    \b
+    Examples:
+        neuroflow-recover resources
+        neuroflow-recover resources --format csv --output resources.csv
+        neuroflow-recover resources --json --no-sacct
+    """
+    from ..step.report import usage_report
+    from .render import render_usage
+
+    rows = usage_report(obj.directory, obj.config_if_any(), use_sacct=not no_sacct)
+    write_output(render_usage(rows, "json" if as_json else fmt), output)

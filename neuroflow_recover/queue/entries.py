@@ -43,6 +43,11 @@ class AttemptEvent:
     slurm_job_id: str | None = None
     slurm_state: str | None = None
     host: str | None = None
+    # what the attempt used (from its record; None when it left none)
+    peak_mem_mb: int | None = None
+    elapsed_s: float | None = None
+    cpu_s: float | None = None
+    usage_source: str | None = None
     # the tool really ran in this attempt (False: a record of an attempt the step runner
     # did not start); not stored, the runner counts real attempts with it
     ran: bool = True
@@ -165,6 +170,10 @@ def add_event(session: Session, entry: DeadLetterEntry, event: AttemptEvent) -> 
         slurm_state=event.slurm_state,
         host=event.host,
         source=event.source,
+        peak_mem_mb=event.peak_mem_mb,
+        elapsed_s=event.elapsed_s,
+        cpu_s=event.cpu_s,
+        usage_source=event.usage_source,
     )
     session.add(row)
     session.flush()

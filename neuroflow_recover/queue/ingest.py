@@ -640,6 +640,10 @@ def _record_event(
         slurm_job_id=record.slurm_job_id or _slurm_id(job, record.attempt, detail),
         slurm_state=getattr(detail, "slurm_state", None) or (job.slurm_state if last else None),
         host=record.host or None,
+        peak_mem_mb=record.peak_mem_mb,
+        elapsed_s=record.elapsed_s,
+        cpu_s=record.cpu_s,
+        usage_source=record.usage_source,
         ran=not record.skipped,
     )
 

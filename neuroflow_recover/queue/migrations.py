@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, inspect, update
 
 from ..logsetup import get_logger
-from .models import SCHEMA_VERSION, Base, Delivery, Notification, SchemaInfo
+from .models import SCHEMA_VERSION, AttemptHistory, Base, Delivery, Notification, SchemaInfo
 
 log = get_logger(__name__)
 
@@ -44,10 +44,23 @@ def _v2(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE BIGINT")
 
 
+def _v3(conn: Connection) -> None:
+    # what each attempt used (step/usage.py); a development build may have added some
+    table = AttemptHistory.__table__
+    present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+    for name in USAGE_COLUMNS:
+        if name not in present:
+            kind = table.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+
+
+USAGE_COLUMNS = ("peak_mem_mb", "elapsed_s", "cpu_s", "usage_source")
+
 MIGRATIONS = (
     Migration(
         2, "ingested_logs.host; 64-bit log sizes, exit codes and job ids; the outbox", _v2
     ),
+    Migration(3, "attempt_history: peak memory, elapsed and CPU time of each attempt", _v3),
 )
 
 

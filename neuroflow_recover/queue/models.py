@@ -21,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -33,7 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..times import iso, utc_now
 
-SCHEMA_VERSION = 2  # 2: ingested_logs.host, 64-bit sizes, exit codes, job ids
+SCHEMA_VERSION = 3  # 2: ingested_logs.host, 64-bit numbers, outbox; 3: attempts' usage
 
 
 # a 64-bit integer column: BIGINT on PostgreSQL, INTEGER (already 64-bit) on SQLite, so a
@@ -147,6 +148,11 @@ class AttemptHistory(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(32))  # snakemake-log | attempt-record | retry
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    # what the attempt used (its record: step/usage.py); added columns, NULL in older rows
+    peak_mem_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    elapsed_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    usage_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     entry: Mapped[DeadLetterEntry] = relationship(back_populates="history")
 
@@ -167,6 +173,10 @@ class AttemptHistory(Base):
             "slurm_state": self.slurm_state,
             "host": self.host,
             "source": self.source,
+            "peak_mem_mb": self.peak_mem_mb,
+            "elapsed_s": self.elapsed_s,
+            "cpu_s": self.cpu_s,
+            "usage_source": self.usage_source,
         }
 
 

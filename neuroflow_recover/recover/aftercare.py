@@ -13,7 +13,7 @@ from pathlib import Path
 from ..logsetup import get_logger
 from ..notify.deliver import Sent, deliver_pending
 from ..queue.outbox import NotifySettings, configured_channels, enqueue_breaker
-from ..queue.retention import auto_cleanup, purge, retention_days
+from ..queue.retention import auto_cleanup, layout_of, purge, retention_days
 from ..step.breaker import announcements
 
 log = get_logger(__name__)
@@ -24,7 +24,7 @@ def aftercare(db, workdir: Path, cfg: dict | None, command: str, *, ingested: bo
     try:
         with db.sessions() as session:
             if ingested and auto_cleanup(cfg):
-                purge(session, Path(workdir), retention_days(cfg))
+                purge(session, Path(workdir), retention_days(cfg), layout=layout_of(cfg))
             if not configured_channels(cfg):
                 return []
             settings = NotifySettings.from_config(cfg, command)

@@ -52,6 +52,13 @@ class AttemptRecord:
     # skipped because attempt n-1 failed transiently and `neuroflow-recover run` re-runs
     # transient failures itself, after a backoff (env NEUROFLOW_DEFER_TRANSIENT=1)
     deferred: bool = False
+    # what the tool used (step/usage.py; under SLURM the step's accounting when larger)
+    peak_mem_mb: int | None = None
+    elapsed_s: float | None = None
+    cpu_s: float | None = None
+    usage_source: str | None = None  # process-tree | sstat | sacct
+    # the tool's work directory was kept from an earlier failed attempt (it may resume)
+    resumed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

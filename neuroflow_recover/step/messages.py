@@ -86,8 +86,19 @@ def cannot_start_line(tool: str, reason: str) -> str:
     return f"neuroflow: cannot start {tool}: {reason}"
 
 
-def succeeded_line(rule: str, attempt: int, elapsed: float) -> str:
-    return f"neuroflow: {rule} attempt {attempt} succeeded in {elapsed:.1f} s"
+def succeeded_line(rule: str, attempt: int, elapsed: float, peak_mem_mb: int | None = None) -> str:
+    peak = f" (peak memory {peak_mem_mb} MB)" if peak_mem_mb is not None else ""
+    return f"neuroflow: {rule} attempt {attempt} succeeded in {elapsed:.1f} s{peak}"
+
+
+def resuming_line(rule: str, attempt: int, work: str, why: str) -> str:
+    """The work directory of an earlier attempt is kept: the tool may resume from it."""
+    return f"neuroflow: resuming {rule} attempt {attempt} in its work directory {work} ({why})"
+
+
+def afresh_line(rule: str, attempt: int, work: str, why: str) -> str:
+    """An earlier attempt's work directory was removed: the tool starts from scratch."""
+    return f"neuroflow: starting {rule} attempt {attempt} afresh: removed its work directory {work} ({why})"
 
 
 def failed_line(rule: str, attempt: int, exit_code: int | None, found: Classification) -> str:

@@ -284,17 +284,25 @@ def stage_resources(
     *,
     stage: str | None = None,
     slurm_logdir: str | os.PathLike | None = None,
+    plan: Any = None,
 ) -> dict[str, int]:
     """``mem_mb``, ``runtime`` (minutes), ``threads``, ``disk_mb`` for this attempt.
 
     ``stage`` overrides ``RULE_STAGE[rule]`` (for rules outside the shipped workflow);
-    ``slurm_logdir`` is the plugin's ``slurm-logdir`` when not the default.
+    ``slurm_logdir`` is the plugin's ``slurm-logdir`` when not the default; ``plan`` (a
+    ``step.resource_plan.ResourcePlan``) gives attempt 1 (learned, raised by billing) and raises
+    the retries grown from it.
     """
-    base, growth, maximum = stage_settings(cfg, stage or stage_of(rule, strict=True))
+    stage = stage or stage_of(rule, strict=True)
+    base, growth, maximum = stage_settings(cfg, stage)
+    if plan is not None:
+        base = plan.first_attempt(stage, base)
     attempt = int(attempt)
     if attempt <= 1:
         return base
     if not is_cause_aware(cfg):
-        return grow(base, growth, maximum, [UNKNOWN] * (attempt - 1), cause_aware=False)
-    causes = chain_causes(cfg, rule, wildcards, attempt, workdir, slurm_logdir)
-    return grow(base, growth, maximum, causes)
+        grown = grow(base, growth, maximum, [UNKNOWN] * (attempt - 1), cause_aware=False)
+    else:
+        causes = chain_causes(cfg, rule, wildcards, attempt, workdir, slurm_logdir)
+        grown = grow(base, growth, maximum, causes)
+    return plan.adjust(grown, attempt, maximum) if plan is not None else grown

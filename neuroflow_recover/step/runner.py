@@ -26,9 +26,20 @@ from ..logsetup import get_logger
 from ..times import utc_now_iso
 from ..workflow.config import load_config
 from ..workflow.layout import stage_of
-from .attempts import AttemptRecord, clear_running, mark_running, previous_record, write_record
+from . import workdir
+from .accounting import sstat_max_rss_mb
+from .attempts import (
+    AttemptRecord,
+    clear_running,
+    mark_running,
+    previous_record,
+    read_records,
+    write_record,
+)
 from .breaker import BreakerSettings, CircuitBreaker, signature_of
+from .learning import add_sample, sample_of
 from .messages import (
+    afresh_line,
     breaker_line,
     deferred_line,
     fail_fast_line,
@@ -36,6 +47,7 @@ from .messages import (
     format_missing_outputs,
     interrupted_line,
     repeated_evidence,
+    resuming_line,
     succeeded_line,
     time_limit_line,
 )
@@ -69,6 +81,7 @@ class StepRequest:
     resources: dict[str, int] = field(default_factory=dict)
     workdir: Path = Path(".")
     configfiles: tuple[str, ...] = ()
+    work: Path | None = None  # the tool's work directory (kept for a resumable retry)
 
 
 @dataclass
@@ -173,8 +186,56 @@ def _finish(req: StepRequest, rec: AttemptRecord, exit_code: int, summary: str) 
     except OSError as exc:  # the tool's exit code matters more than the record
         log.error("could not write the attempt record", error=str(exc))
         path = None
+    if rec.succeeded and path is not None:
+        _learn(req, rec)
     append_log(req.log, summary)
     return StepResult(exit_code, rec, path, summary)
+
+
+def _learn(req: StepRequest, rec: AttemptRecord) -> None:
+    """Add what the job needed to its stage's usage summary (never fails the step)."""
+    try:
+        sample = sample_of(rec, read_records(req.workdir, req.rule, req.wildcards))
+        if sample is not None:
+            add_sample(req.workdir, rec.stage, sample)
+    except (OSError, ValueError) as exc:
+        log.warning("usage summary not updated", error=str(exc))
+
+
+def _measure(rec: AttemptRecord, run: ToolRun, env: Mapping[str, str]) -> None:
+    """The tool's usage into the record; under SLURM the step's own accounting (what its
+    memory enforcement sees, the runner and Snakemake's job process included) when larger."""
+    if run.usage is None:
+        return
+    rec.peak_mem_mb = run.usage.peak_mem_mb
+    rec.elapsed_s = run.usage.elapsed_s
+    rec.cpu_s = run.usage.cpu_s
+    rec.usage_source = run.usage.source
+    job, step = env.get("SLURM_JOB_ID"), env.get("SLURM_STEP_ID")
+    if job and step:
+        slurm = sstat_max_rss_mb(job, step)
+        if slurm is not None and slurm > (rec.peak_mem_mb or 0):
+            rec.peak_mem_mb, rec.usage_source = slurm, "sstat"
+
+
+def _last_ran(req: StepRequest) -> AttemptRecord | None:
+    try:
+        ran = [r for r in read_records(req.workdir, req.rule, req.wildcards) if not r.skipped]
+    except OSError:
+        return None
+    return ran[-1] if ran else None
+
+
+def _prepare_work(req: StepRequest, rec: AttemptRecord) -> None:
+    """Keep the work directory for a resumable retry, else start it empty (step/workdir)."""
+    if req.work is None:
+        return
+    resumed, why = workdir.prepare(req.work, _last_ran(req))
+    rec.resumed = resumed
+    if why is not None:
+        line = (resuming_line if resumed else afresh_line)(req.rule, req.attempt, str(req.work), why)
+        req.log.parent.mkdir(parents=True, exist_ok=True)
+        append_log(req.log, line)
 
 
 def _skip(req: StepRequest, rec: AttemptRecord, prev: AttemptRecord, line: str, reason: str):
@@ -239,6 +300,7 @@ def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResu
                 line = breaker_line(req.rule, req.attempt, prev, state)
                 return _skip(req, rec, prev, line, "breaker_open")
 
+    _prepare_work(req, rec)
     rec.started_at = utc_now_iso()
     command = fill_resources(req.command, req.resources)
     marker = mark_running(req.workdir, rec)
@@ -269,13 +331,17 @@ def _conclude(req, rec, run: ToolRun, cfg, breaker: CircuitBreaker, env, prev=No
     tool = tool_name(req.command)
     rec.exit_code = run.exit_code
     rec.tail = run.tail
+    _measure(rec, run, env)
 
     cls: Classification | None = None
     if run.exit_code == 0:
         missing = missing_outputs(req.expect)
         if not missing:
             rec.tail = run.tail
-            return _finish(req, rec, 0, succeeded_line(req.rule, req.attempt, run.elapsed))
+            if req.work is not None:
+                workdir.remove(req.work)
+            line = succeeded_line(req.rule, req.attempt, run.elapsed, rec.peak_mem_mb)
+            return _finish(req, rec, 0, line)
         line = format_missing_outputs(tool, [str(p) for p in missing])
         append_log(req.log, line)
         rec.tail = (run.tail + [line])[-TAIL_LINES:]

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..logsetup import get_logger
 from .messages import cannot_start_line
+from .usage import TreeMeter, Usage
 
 log = get_logger(__name__)
 
@@ -40,6 +41,7 @@ class ToolRun:
     signal_name: str | None = None
     elapsed: float = 0.0
     start_error: str | None = None
+    usage: Usage | None = None  # peak memory, elapsed and CPU time of the tool's tree
 
 
 def tool_name(command: list[str]) -> str:
@@ -126,6 +128,7 @@ def run_tool(
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return ToolRun(code, list(tail), offset, start_error=line)
         signals.pgid = proc.pid
+        meter = TreeMeter()
         if signals.received:  # arrived between the check and the start
             signals.forward(signals.received[0])
         reader = threading.Thread(target=_pump, args=(proc.stdout, logfile, tail), daemon=True)
@@ -137,6 +140,7 @@ def run_tool(
                 break
             except subprocess.TimeoutExpired:
                 pass
+            meter.sample(proc.pid)
             if signals.received and escalate_at is None:
                 escalate_at = time.monotonic() + KILL_GRACE_SECONDS
             if escalate_at is not None and time.monotonic() > escalate_at:
@@ -147,7 +151,10 @@ def run_tool(
         code = proc.returncode
         exit_code = 128 - code if code < 0 else code
         name = signal.Signals(signals.received[0]).name if signals.received else None
-        return ToolRun(exit_code, list(tail), offset, signal_name=name, elapsed=elapsed)
+        return ToolRun(
+            exit_code, list(tail), offset, signal_name=name, elapsed=elapsed,
+            usage=meter.finish(elapsed),
+        )  # fmt: skip
 
 
 def append_log(path: Path, line: str) -> None:

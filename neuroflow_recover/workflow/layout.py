@@ -38,6 +38,8 @@ RULE_STAGE: dict[str, str] = {
     "qsiparc_parcellate": "qsiparc",
 }
 STAGE_RULE: dict[str, str] = {stage: rule for rule, stage in RULE_STAGE.items()}
+# the rules whose tool gets a work directory (BIDS Apps), and whether it is per session
+WORK_RULES: dict[str, bool] = {"qsiprep_preprocess": False, "qsirecon_reconstruct": True}
 # the tiny local rule writing bids/dataset_description.json once (no stage, no resources)
 DESCRIBE_RULE = "bids_describe"
 MAX_OUTPUT_IN_KEY = 400
@@ -240,6 +242,13 @@ class Layout:
 
     def work(self, stage: str, subject: str, session: str | None = None) -> str:
         return f"{self.work_dir}/{stage}/{_job_name(subject, session)}"
+
+    def job_work(self, rule: str, wildcards: Mapping[str, str]) -> str | None:
+        """The work directory of a job of ``rule`` (None: its tool gets none)."""
+        if rule not in WORK_RULES:
+            return None
+        session = wildcards.get("session") if WORK_RULES[rule] else None
+        return self.work(RULE_STAGE[rule], wildcards["subject"], session)
 
     @property
     def describe_log(self) -> str:

@@ -38,10 +38,10 @@ def test_a_failure_surfaces_while_the_slurm_run_goes_on(tmp_path, cluster):
     (root / "notify.yaml").write_text(
         json.dumps({"error_handling": {"notifications": {"slack_webhook": server.url}}})
     )
-    command = [
+    command = [  # the targets first: --configfile takes every argument after it
         str(probe.BIN / "snakemake"), probe.target("probe_fail"), probe.target("probe_wait"),
         "--profile", "profiles/slurm", *probe.STATUS_OVERRIDES, "--latency-wait", "5",
-        "--configfile", "notify.yaml",  # last: --configfile takes every word after it
+        "--configfile", "notify.yaml",
     ]  # fmt: skip
     run = subprocess.Popen(
         command, cwd=root, env=probe.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -10,6 +10,7 @@ import os
 import shlex
 from pathlib import Path
 
+from neuroflow_recover.step.resource_plan import resource_plan as plan_resources
 from neuroflow_recover.step.resources import stage_resources
 from neuroflow_recover.workflow import containers, dag_speed
 from neuroflow_recover.workflow.config import stage_max_attempts, validate_config
@@ -58,8 +59,11 @@ STEP_SHELL = (
     " --disk-mb {resources.disk_mb} --threads {threads}"
     " -- {params.tool}"
 )
-# BIDS Apps need their scratch directory to exist
-STEP_SHELL_WITH_WORK = " ".join(("mkdir -p {params.work:q} &&", STEP_SHELL))
+# BIDS Apps get a work directory: the step runner keeps it for a retry after a time limit,
+# a memory kill or a transient failure (the app resumes) and removes it after success
+STEP_SHELL_WITH_WORK = STEP_SHELL.replace(
+    " -- {params.tool}", " --work {params.work:q} -- {params.tool}"
+)
 
 
 def ingest_own_log(log):
@@ -83,25 +87,30 @@ def retries(rule):
     return stage_max_attempts(config, RULE_STAGE[rule]) - 1
 
 
-# attempt 1 of every job: the stage's base resources, computed once (they read no file)
-BASE_RESOURCES = {
-    name: stage_resources(config, name, {}, 1, workdir=".") for name in RULE_STAGE
-}
+@functools.cache
+def resource_plan():
+    """First attempts of every stage (learned from history, raised where the cluster's
+    billing makes memory free): made ONCE per Snakemake process, at the first job, when
+    the executor is known; the main process hands it to its jobs (step.resource_plan)."""
+    executor = getattr(workflow.executor_plugin, "name", None)
+    return plan_resources(config, ".", main=workflow.is_main_process, executor=executor)
 
 
 @functools.lru_cache(maxsize=None)
 def _attempt_resources(rule, wildcards, attempt):
-    return stage_resources(config, rule, dict(wildcards), attempt, workdir=".")
+    return stage_resources(
+        config, rule, dict(wildcards), attempt, workdir=".", plan=resource_plan()
+    )
 
 
 def resource(rule, name):
     """A callable giving `name` of stage_resources() for the job's attempt."""
-    base = BASE_RESOURCES[rule][name]
+    stage = RULE_STAGE[rule]
 
     @declare_params
     def get(wildcards, attempt):
         if attempt == 1:
-            return base
+            return resource_plan().first[stage][name]
         return _attempt_resources(rule, tuple(wildcards.items()), attempt)[name]
 
     return get
@@ -234,12 +243,12 @@ def step_files(rule, extra_expect=None):
 
 @declare_params
 def qsiprep_work(wildcards, output):
-    return LAYOUT.work("qsiprep", wildcards.subject)
+    return LAYOUT.job_work("qsiprep_preprocess", wildcards)
 
 
 @declare_params
 def qsirecon_work(wildcards, output):
-    return LAYOUT.work("qsirecon", wildcards.subject, wildcards.session)
+    return LAYOUT.job_work("qsirecon_reconstruct", wildcards)
 
 
 @declare_params
