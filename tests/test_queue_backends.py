@@ -66,7 +66,7 @@ def _version(db) -> int:
 def test_the_previous_release_s_database_is_upgraded_in_place(backend, tmp_path, readonly):
     url = v1_database(backend, tmp_path)
     old = open_database(url, tmp_path, readonly=readonly)
-    assert _version(old) == SCHEMA_VERSION == 2
+    assert _version(old) == SCHEMA_VERSION == 3
     with old.sessions() as session:
         entries = [
             (e.id, e.job_key, e.error_type, e.attempts, e.resolved, e.resolved_by)

@@ -40,16 +40,17 @@ def failure(rule="qsiparc_parcellate", subject="01", session="01", keys=("run1:3
     )  # fmt: skip
 
 
-def test_a_database_without_the_usage_columns_gets_them_and_keeps_its_rows(tmp_path):
+def test_a_version_2_database_gets_the_usage_columns_and_keeps_its_rows(tmp_path):
     db = open_database(None, tmp_path)
     with db.sessions.begin() as session:
         dead_letter(session, failure(keys=("run1:3:1", "run1:3:2")))
     db.dispose()
     path = tmp_path / ".neuroflow" / "neuroflow.db"
-    with sqlite3.connect(path) as conn:
+    with sqlite3.connect(path) as conn:  # as schema version 2 made it
         for column in USAGE:
             conn.execute(f"ALTER TABLE attempt_history DROP COLUMN {column}")
-    reopened = open_database(None, tmp_path, create=False)  # a read-only command first
+        conn.execute("UPDATE neuroflow_schema SET version = 2")
+    reopened = open_database(None, tmp_path, create=False, readonly=True)  # a reader first
     columns = {c["name"] for c in inspect(reopened.engine).get_columns("attempt_history")}
     assert set(USAGE) <= columns
     with reopened.sessions() as session:
