@@ -178,5 +178,5 @@ def resources_cmd(obj: Context, fmt: str, as_json: bool, no_sacct: bool, output:
     from ..step.report import usage_report
     from .render import render_usage
 
-    rows = usage_report(obj.directory, obj.config_if_any(), use_sacct=not no_sacct)
+    rows = usage_report(obj.directory, obj.config_or_defaults(), use_sacct=not no_sacct)
     write_output(render_usage(rows, "json" if as_json else fmt), output)

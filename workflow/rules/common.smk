@@ -91,7 +91,8 @@ def retries(rule):
 def resource_plan():
     """First attempts of every stage (learned from history, raised where the cluster's
     billing makes memory free): made ONCE per Snakemake process, at the first job, when
-    the executor is known; the main process hands it to its jobs (step.resource_plan)."""
+    the executor is known; the main process hands it to its jobs (step.resource_plan).
+    """
     executor = getattr(workflow.executor_plugin, "name", None)
     return plan_resources(config, ".", main=workflow.is_main_process, executor=executor)
 
