@@ -121,7 +121,7 @@ def test_time_limit_retry_gets_more_runtime_same_memory(runs):
     first, second = states(run)
     assert (first.state, first.timelimit) == ("TIMEOUT", "00:01:00")
     assert (second.state, second.timelimit) == ("COMPLETED", "00:03:00")
-    assert first.req_mem == second.req_mem == "200M"
+    assert first.req_mem == second.req_mem == "500M"
     assert "Trying to restart job 0." in main_log(run)
     assert "Trying to restart job" not in slurm_log(run, first.job_id)
 
