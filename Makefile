@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.neuroflow-installed
 
-.PHONY: install example test test-slurm lint bench clean
+.PHONY: install example test test-slurm lint bench mutate clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ lint: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" snakefmt --check workflow
 	$(BIN)/python -m ruff check neuroflow_recover tests benchmarks example
 
+# mutation testing of the modules that carry the promises (not part of `make test`)
+mutate: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[mutate]'
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/mutation/run.sh
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/classifier_accuracy.py
 	$(BIN)/python benchmarks/recovery_cost.py
@@ -46,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dlq_stress.py
 
 clean:
-	rm -rf example/data example/results example/work example/.snakemake example/.neuroflow
+	rm -rf mutants example/data example/results example/work example/.snakemake example/.neuroflow
