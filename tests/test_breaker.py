@@ -22,7 +22,7 @@ from neuroflow_recover.step.breaker import (
     signature_of,
 )
 
-NOW = 1_800_000_000.0  # a fixed "now": the window is computed from file times, never slept
+NOW = 1_700_000_000.0  # a fixed "now" (in the past): windows come from file times, never sleeps
 SIG = Signature("TransientError", "nfs_stale", "stale file handle <path>")
 
 
@@ -103,6 +103,7 @@ def test_recent_jobs_counts_jobs_within_the_window_only(tmp_path):
 def test_state_opens_at_the_threshold(tmp_path):
     breaker = CircuitBreaker(tmp_path, settings(threshold=2, window_minutes=10))
     event_file(tmp_path, SIG, "a--subject-01", NOW)
+    event_file(tmp_path, SIG, "a--subject-00", NOW - 601)  # aged out of the window
     one = breaker.state(SIG, NOW)
     assert (one.open, one.jobs, one.threshold, one.window_minutes) == (False, 1, 2, 10)
     event_file(tmp_path, SIG, "a--subject-02", NOW)
@@ -116,7 +117,7 @@ def test_a_disabled_breaker_is_never_open_and_writes_nothing(tmp_path):
     assert (breaker.state(SIG, NOW).open, breaker.state(SIG, NOW).jobs) == (False, 0)
     (tmp_path / BREAKER_DIR).rename(tmp_path / "moved")
     state = breaker.record_failure(SIG, "qsiprep_preprocess", {"subject": "01"})
-    assert (state.open, state.jobs, state.announced) == (False, 0, False)
+    assert (state.signature, state.open, state.jobs, state.announced) == (SIG, False, 0, False)
     assert not (tmp_path / BREAKER_DIR).exists()
 
 
@@ -135,6 +136,14 @@ def test_record_failure_counts_a_job_once_and_records_what_failed(tmp_path):
 
 
 def test_the_breaker_is_announced_once_when_it_opens(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        _announced_once(tmp_path)
+    finally:
+        os.umask(old_umask)
+
+
+def _announced_once(tmp_path):
     breaker = CircuitBreaker(tmp_path, settings(threshold=2, window_minutes=10))
     with capture_logs() as logged:
         first = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "01"})
@@ -142,7 +151,9 @@ def test_the_breaker_is_announced_once_when_it_opens(tmp_path):
         again = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "03"})
     assert [(s.open, s.announced) for s in (first, opened, again)] == [
         (False, False), (True, True), (True, False)]
-    announcement = json.loads((tmp_path / BREAKER_DIR / f"{SIG.key}.json").read_text())
+    path = tmp_path / BREAKER_DIR / f"{SIG.key}.json"
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the lab's other accounts
+    announcement = json.loads(path.read_text())
     assert {k: v for k, v in announcement.items() if k != "opened_at"} == {
         "signature": SIG.describe(), "error_class": "TransientError", "pattern_id": "nfs_stale",
         "jobs": 2, "threshold": 2, "window_minutes": 10}
@@ -179,10 +190,12 @@ def test_a_stale_announcement_is_retired_and_the_new_opening_announced(tmp_path)
 def test_announcements_lists_each_opened_breaker_with_a_stable_key(tmp_path):
     breaker = CircuitBreaker(tmp_path, settings(threshold=1))
     breaker.record_failure(SIG, "r", {"subject": "01"})
-    (tmp_path / BREAKER_DIR / "broken.json").write_text("{not json")
-    (tmp_path / BREAKER_DIR / "list.json").write_text("[1, 2]")
+    # sorted before the real announcement: one bad file must not hide the others
+    (tmp_path / BREAKER_DIR / "!broken.json").write_text("{not json")
+    (tmp_path / BREAKER_DIR / "!list.json").write_text("[1, 2]")
+    (tmp_path / BREAKER_DIR / "~no-time.json").write_text('{"signature": "s"}')
     found = announcements(tmp_path)
-    assert len(found) == 1
+    assert [f["key"] for f in found][1:] == ["breaker:~no-time:0"]
     opened_at = int(json.loads((tmp_path / BREAKER_DIR / f"{SIG.key}.json").read_text())["opened_at"])
     assert found[0]["key"] == f"breaker:{SIG.key}:{opened_at}"
     assert found[0]["signature"] == SIG.describe()
