@@ -164,6 +164,17 @@ def test_job_outputs_of_an_entry_come_from_its_details():
     assert job_outputs(Entry()) == ["x", "y"]
 
 
+def test_what_a_failure_does_not_know_adds_no_targets():
+    class Bare:  # no output, details, rule or wildcards: an entry of an unknown job
+        pass
+
+    class NoOutput:
+        error_details = {"message": "killed"}
+
+    assert job_outputs(Bare()) == [] and job_outputs(NoOutput()) == []
+    assert targets_for(Bare(), _cfg(), []) == []
+
+
 def _cfg() -> dict:
     from neuroflow_recover.workflow.config import validate_config
 

@@ -269,3 +269,63 @@ def test_retry_context_accepts_classifications_and_stops_on_non_retryable():
     assert not ctx.should_retry(cause)
     assert not ctx.is_exhausted
     assert ctx.get_next_delay(rng=Fixed("low")) == 1440
+
+
+# ------------------------------------------------- configuration messages (docs/testing.md)
+KNOWN = "max_attempts, initial_delay_minutes, max_delay_minutes, exponential_backoff, jitter"
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ("text", "config: must be a mapping"),
+        ({"error_handling": 5}, "error_handling: must be a mapping"),
+        ({"pipelines": [1]}, "error_handling.pipelines: must be a mapping of pipeline -> policy"),
+        ({"default_retry": {"foo": 1, "bar": 2}},
+         f"error_handling.default_retry: unknown key(s) bar, foo (known: {KNOWN})"),
+        ({"pipelines": {"qsiprep": {"bogus": 1}}},
+         f"error_handling.pipelines.qsiprep: unknown key(s) bogus (known: {KNOWN})"),
+        ({"default_retry": {"max_attempts": True}},
+         "error_handling.default_retry.max_attempts: must be an integer >= 1, got True"),
+        ({"default_retry": {"max_attempts": 0}},
+         "error_handling.default_retry.max_attempts: must be an integer >= 1, got 0"),
+        ({"default_retry": {"initial_delay_minutes": -1}},
+         "error_handling.default_retry.initial_delay_minutes: must be a number of minutes >= 0, got -1"),
+        ({"default_retry": {"jitter": "yes"}},
+         "error_handling.default_retry.jitter: must be true or false, got 'yes'"),
+        ({"default_retry": {"initial_delay_minutes": 120, "max_delay_minutes": 60}},
+         "error_handling.default_retry: max_delay_seconds (3600) is below initial_delay_seconds (7200)"),
+    ],
+)
+def test_bad_retry_configuration_is_named_exactly(cfg, message):
+    with pytest.raises(ConfigError) as caught:
+        policies_from_config(cfg)
+    assert str(caught.value) == message
+
+
+def test_retry_configuration_boundaries_and_pipelines():
+    policies = policies_from_config({
+        "default_retry": {"max_attempts": 1, "initial_delay_minutes": 0},
+        "pipelines": {"qsiprep": {"max_attempts": 5}, "custom": {"max_attempts": 4}},
+    })  # the section itself, without the error_handling key
+    assert (policies["default"].max_attempts, policies["default"].initial_delay_seconds) == (1, 0)
+    assert policies["qsiprep"].max_attempts == 5 and policies["custom"].max_attempts == 4
+    assert get_retry_policy("qsiprep", policies) is policies["qsiprep"]
+    assert get_retry_policy("unlisted", policies) is policies["default"]
+    with pytest.raises(ConfigError, match=r"^initial_delay_seconds must be a number >= 0, got True$"):
+        RetryPolicy(initial_delay_seconds=True)
+
+
+def test_jitter_applies_to_delays_below_one_second():
+    policy = RetryPolicy(initial_delay_seconds=0.9, max_delay_seconds=10, exponential_backoff=False)
+    assert policy.get_delay(1, rng=Fixed("high")) == 1  # 0.9 + 20 %
+    assert policy.get_delay(1, rng=Fixed("low")) == 0
+
+
+def test_retry_context_records_a_class_name_without_evidence():
+    ctx = RetryContext(run_id="r1", policy=RetryPolicy())
+    ctx.record_error("TransientError")
+    (error,) = ctx.errors
+    assert set(error) == {"attempt", "error_type", "error_message", "timestamp"}
+    assert (error["attempt"], error["error_type"], error["error_message"]) == (1, "TransientError", "")
+    assert error["timestamp"].endswith("+00:00")  # UTC, with its offset

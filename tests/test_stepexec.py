@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from helpers import REPO
 from neuroflow_recover.cli import cli
+from neuroflow_recover.errors import NeuroflowError
 from neuroflow_recover.step.attempts import (
     AttemptRecord,
     read_records,
@@ -25,6 +26,7 @@ from neuroflow_recover.step.attempts import (
     write_record,
 )
 from neuroflow_recover.step.breaker import normalise_evidence
+from neuroflow_recover.step.runner import parse_wildcards
 
 PY = sys.executable
 WAIT = 120  # generous: the CI machine is a loaded 2-core box
@@ -480,3 +482,12 @@ def test_fill_resources_puts_the_attempts_resources_into_the_tool_arguments():
     ]  # fmt: skip
     with pytest.raises(NeuroflowError, match="@NEUROFLOW_DISK_MB@ but exec got no disk_mb"):
         fill_resources(["t", "@NEUROFLOW_DISK_MB@"], {"threads": 1})
+
+
+def test_wildcards_are_name_value_pairs():
+    assert parse_wildcards([]) == {}
+    assert parse_wildcards(["subject=01", " session = 02 ", "desc=a=b"]) == {
+        "subject": "01", "session": "02", "desc": "a=b"}
+    for bad in ("subject", "=01", " =01"):
+        with pytest.raises(NeuroflowError, match="--wildcards expects NAME=VALUE, got"):
+            parse_wildcards([bad])
