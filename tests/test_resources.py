@@ -415,3 +415,114 @@ def test_at_stage_cap(cfg):
     assert at(cfg, "qsiprep", None, {"mem_mb": 64000}) is None
     assert at(None, "qsiprep", "memory", {"mem_mb": 64000}) is None
     assert at({"stages": {}}, "qsiprep", "memory", {"mem_mb": 64000}) is None  # no settings
+
+
+# ------------------------------------------------------------- decisions in detail (docs/testing.md)
+@pytest.fixture()
+def logged():
+    """structlog events at every level (the CLI's configuration filters below WARNING)."""
+    import logging
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as events:
+            yield events
+    finally:
+        structlog.configure(**saved)
+
+
+def test_a_cause_from_a_slurm_log_is_logged_with_where_it_came_from(cfg, tmp_path, logged):
+    path = slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+    assert recon(cfg, tmp_path, 2)["mem_mb"] == 24000
+    assert logged == [{
+        "event": "attempt left no record; cause from its SLURM log", "log_level": "info",
+        "rule": RECON, "wildcards": RECON_WC, "attempt": 1, "slurm_log": str(path),
+        "cause": "memory", "error_class": "ResourceError", "pattern_id": "slurm_exceeded_memory"}]
+
+
+def test_an_unreadable_slurm_log_stops_the_lookup_and_says_so(cfg, tmp_path, logged, monkeypatch):
+    slurm_log(tmp_path, OOM_LOG, 36, minutes=4)
+    newest = slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+
+    def unreadable(path, size):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(resources, "read_tail", unreadable)
+    # the newest log (the last attempt's) cannot be read: the older one must not stand in
+    assert resources.slurm_log_causes(cfg, RECON, RECON_WC, [], 2, tmp_path) == []
+    assert logged == [{
+        "event": "cannot read SLURM log", "log_level": "warning", "path": str(newest),
+        "error": f"[Errno 13] Permission denied: '{newest}'"}]
+
+
+def test_no_slurm_log_is_listed_when_no_attempt_lacks_a_record(cfg, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("no directory listing expected")
+
+    monkeypatch.setattr(resources, "new_slurm_logs", boom)
+    assert resources.slurm_log_causes(cfg, RECON, RECON_WC, [], 0, tmp_path) == []
+
+
+def test_the_working_directory_is_the_default_workdir(cfg, tmp_path, monkeypatch):
+    slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
+    monkeypatch.chdir(tmp_path)
+    # memory only: an unknown cause (no log found) would grow the runtime too
+    assert stage_resources(cfg, RECON, RECON_WC, 2) == {**RECON_BASE, "mem_mb": 24000}
+    assert resources.chain_causes(cfg, RECON, RECON_WC, 2) == ["memory"]
+    assert [c.cause for c in resources.slurm_log_causes(cfg, RECON, RECON_WC, [], 1)] == ["memory"]
+
+
+def test_a_plan_gives_the_first_attempt_from_the_stage_base(cfg, tmp_path):
+    class Plan:
+        def first_attempt(self, stage, base):
+            return {**base, "mem_mb": base["mem_mb"] + 1000}
+
+        def adjust(self, grown, attempt, maximum):
+            return grown
+
+    assert recon(cfg, tmp_path, 1, plan=Plan()) == {**RECON_BASE, "mem_mb": 17000}
+
+
+def test_a_growth_factor_missing_from_the_config_keeps_the_resource():
+    base = {"mem_mb": 1000, "runtime": 60, "threads": 2, "disk_mb": 500}
+    assert grow(base, {}, {}, ["memory"]) == base
+    assert grow(base, {"mem_mb": 2.0}, {}, ["memory"]) == {**base, "mem_mb": 2000}
+
+
+def test_cause_aware_is_the_default():
+    assert resources.is_cause_aware({}) is True
+    assert resources.is_cause_aware({"error_handling": {}}) is True
+    assert resources.is_cause_aware({"error_handling": {"cause_aware": False}}) is False
+
+
+def test_the_stage_cap_needs_a_config_a_known_resource_and_its_value(cfg):
+    cap = cfg["stages"]["qsiprep"]["max"]["mem_mb"]
+    assert resources.at_stage_cap(cfg, "qsiprep", "memory", {"mem_mb": cap}) == cap
+    assert resources.at_stage_cap(cfg, "qsiprep", "memory", {"runtime": 10}) is None
+    assert resources.at_stage_cap(None, "qsiprep", "memory", {"mem_mb": cap}) is None
+    assert resources.at_stage_cap(cfg, "qsiprep", None, {"mem_mb": cap}) is None
+
+
+def test_logs_count_as_new_after_the_newest_end_or_start_of_a_record():
+    def rec(started, ended):
+        return AttemptRecord(
+            rule=RULE, stage="qsiprep", wildcards=dict(WC), attempt=1, started_at=started,
+            ended_at=ended, exit_code=1, error_class=None, retryable=None, resource=None,
+            pattern_id=None, evidence=None)
+
+    start, end = T0.isoformat(), (T0 + timedelta(minutes=30)).isoformat()
+    assert resources._newest_record_time([rec(start, end)]) == (T0 + timedelta(minutes=30)).timestamp()
+    assert resources._newest_record_time([rec(start, "")]) == T0.timestamp()
+    assert resources._newest_record_time([rec("", end)]) == (T0 + timedelta(minutes=30)).timestamp()
+    assert resources._newest_record_time([]) is None
+
+
+def test_a_stage_without_integer_resources_is_named():
+    cfg = {"stages": {"qsiprep": {"resources": {"mem_mb": "lots"}, "growth": {}, "max": {}}}}
+    with pytest.raises(ConfigError, match=r"^config stages\.qsiprep\.resources must set "
+                       r"mem_mb, runtime, threads, disk_mb as integers \("):
+        resources.stage_settings(cfg, "qsiprep")
