@@ -5,27 +5,32 @@ from __future__ import annotations
 
 import io
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from neuroflow_recover.cli.render import render_stats
 from neuroflow_recover.errors import DatabaseError, EntryNotFound, NeuroflowError
 from neuroflow_recover.queue.database import DEFAULT_DB, open_database
 from neuroflow_recover.queue.entries import (
+    MAX_ID,
     AttemptEvent,
     JobFailure,
+    add_event,
     dead_letter,
     entry_details,
     get_entry,
     list_entries,
     resolve_entry,
+    storable_int,
 )
 from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry, IngestedLog
 from neuroflow_recover.queue.stats import queue_stats, stats_frame
+from neuroflow_recover.times import iso
 
 
 def failure(
@@ -340,3 +345,131 @@ def test_seed_facade_keeps_the_seed_names(db):
     assert queue.resolve(entry.id, "manual", "seed API") is True
     assert queue.resolve(4242, "manual") is False
     assert queue.get_stats()["unresolved"] == 1
+
+
+def _every_field_failure() -> JobFailure:
+    """A failure with a distinct value in every field (what `show --json` must give back)."""
+    t1, t2, t3 = (datetime(2026, 11, 29, 10, m, tzinfo=UTC) for m in (0, 5, 9))
+    event = AttemptEvent(
+        event_key="run7:12:1", source="attempt-record", run_id="run7", started_at=t1,
+        ended_at=t2, exit_code=137, error_type="ResourceError", resource="memory",
+        pattern_id="slurm_oom_kill_event", evidence="oom-kill event", resources={"mem_mb": 4000},
+        slurm_job_id="991", slurm_state="OUT_OF_MEMORY", host="node07", peak_mem_mb=3990,
+        elapsed_s=61.5, cpu_s=120.25, usage_source="record",
+    )
+    return JobFailure(
+        rule="qsirecon_reconstruct", wildcards={"subject": "07", "session": "2"},
+        pipeline_name="qsirecon", error_type="ResourceError", retryable=True,
+        error_message="out of memory", events=[event], evidence="oom-kill event",
+        pattern_id="slurm_oom_kill_event", resource="memory", exit_code=137,
+        slurm_state="OUT_OF_MEMORY", jobid=12, run_id="run7", failed_at=t3,
+        targets=["t1.txt"], log_paths=["logs/a.log"], slurm_job_ids=["991"],
+        invocation={"snakemake_args": ["--cores", "2"]}, error_details={"output": ["o.txt"]},
+    )
+
+
+def test_an_entry_gives_back_exactly_what_was_recorded(db):
+    with db.sessions.begin() as session:
+        entry_id = dead_letter(session, _every_field_failure()).id
+    with db.sessions() as session:
+        data = entry_details(get_entry(session, entry_id))
+    created, updated = data.pop("created_at"), data.pop("updated_at")
+    assert created.endswith("+00:00") and updated.endswith("+00:00")
+    assert data == {
+        "id": entry_id, "pipeline": "qsirecon", "subject": "07", "session": "2",
+        "rule": "qsirecon_reconstruct", "job_key": "qsirecon_reconstruct/session-2_subject-07",
+        "error_type": "ResourceError", "resource": "memory", "attempts": 1, "retryable": True,
+        "resolved": False, "resolved_by": None, "failed_at": "2026-11-29T10:09:00+00:00",
+        "pipeline_run_id": 12, "run_id": "run7", "wildcards": {"subject": "07", "session": "2"},
+        "error_message": "out of memory", "error_details": {"output": ["o.txt"]},
+        "evidence": "oom-kill event", "pattern_id": "slurm_oom_kill_event", "exit_code": 137,
+        "slurm_state": "OUT_OF_MEMORY", "targets": ["t1.txt"], "log_paths": ["logs/a.log"],
+        "slurm_job_ids": ["991"], "invocation": {"snakemake_args": ["--cores", "2"]},
+        "resolved_at": None, "resolution_notes": None,
+        "history": [{
+            "attempt": 1, "event_key": "run7:12:1", "run_id": "run7",
+            "started_at": "2026-11-29T10:00:00+00:00", "ended_at": "2026-11-29T10:05:00+00:00",
+            "exit_code": 137, "error_type": "ResourceError", "resource": "memory",
+            "pattern_id": "slurm_oom_kill_event", "evidence": "oom-kill event",
+            "resources": {"mem_mb": 4000}, "slurm_job_id": "991", "slurm_state": "OUT_OF_MEMORY",
+            "host": "node07", "source": "attempt-record", "peak_mem_mb": 3990, "elapsed_s": 61.5,
+            "cpu_s": 120.25, "usage_source": "record"}],
+    }
+
+
+def test_a_failure_without_attempts_opens_an_empty_entry(db):
+    bare = _every_field_failure()
+    bare.events, bare.error_message = [], ""
+    with db.sessions.begin() as session:
+        entry = dead_letter(session, bare)
+        assert (entry.attempts, entry.resolved, entry.error_message) == (0, False, "")
+        assert entry.created_at is not None and entry.history == []
+
+
+def test_a_second_failure_of_the_job_extends_its_logs_and_history(db):
+    first = _every_field_failure()
+    second = _every_field_failure()
+    second.events = [replace(first.events[0], event_key="run8:3:1", run_id="run8")]
+    second.log_paths, second.slurm_job_ids = ["logs/b.log", "logs/a.log"], ["992"]
+    with db.sessions.begin() as session:
+        entry_id = dead_letter(session, first).id
+        assert dead_letter(session, second).id == entry_id
+    with db.sessions() as session:
+        entry = get_entry(session, entry_id)
+        assert entry.log_paths == ["logs/a.log", "logs/b.log"]
+        assert entry.slurm_job_ids == ["991", "992"]
+        assert entry.attempts == 2 and [h["attempt"] for h in entry.retry_history] == [1, 2]
+        with pytest.raises(ValueError, match=r"^unknown history source 'bogus'$"):
+            add_event(session, entry, AttemptEvent(event_key="k", source="bogus"))
+
+
+def test_entry_ids_outside_the_column_range_name_no_entry_and_the_last_one_does(db):
+    bare = _every_field_failure()
+    bare.events = []  # no history rows point at the id we move
+    with db.sessions.begin() as session:
+        entry_id = dead_letter(session, bare).id
+        session.execute(update(DeadLetterEntry).where(DeadLetterEntry.id == entry_id)
+                        .values(id=MAX_ID))
+    with db.sessions() as session:
+        assert get_entry(session, MAX_ID).rule == "qsirecon_reconstruct"
+        for bad in (0, -1, MAX_ID + 1):
+            with pytest.raises(EntryNotFound, match=f"^no dead-letter entry with ID {bad}$"):
+                get_entry(session, bad)
+
+
+def test_stored_integers_are_64_bit():
+    low, high = -(2**63), 2**63 - 1
+    assert [storable_int(v) for v in (None, low, high, 0)] == [None, low, high, 0]
+    assert storable_int(high + 1) is None and storable_int(low - 1) is None
+
+
+def test_lists_are_newest_first_limited_and_the_seed_facade_passes_its_arguments(db):
+    from neuroflow_recover.queue.entries import DeadLetterQueue
+
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    with db.sessions.begin() as session:
+        ids = [dead_letter(session, failure(subject=f"{n:02d}", keys=(f"r:{n}:1",))).id
+               for n in range(52)]
+        # created_at decides, the id breaks ties: entry 0 is the newest, 1 and 2 tie
+        for n, entry_id in enumerate(ids):
+            when = t0 + timedelta(days=60) if n == 0 else t0 + timedelta(minutes=n if n > 2 else 2)
+            session.execute(update(DeadLetterEntry).where(DeadLetterEntry.id == entry_id)
+                            .values(created_at=when))
+    expected = [ids[0], *reversed(ids[3:]), ids[2], ids[1]]
+    with db.sessions() as session:
+        assert [e.id for e in list_entries(session)] == expected[:20]
+        assert [e.id for e in list_entries(session, limit=None)] == expected
+    queue = DeadLetterQueue(db.sessions)
+    assert [e.id for e in queue.get_unresolved()] == expected[:50]
+    assert [e.id for e in queue.get_unresolved(limit=3)] == expected[:3]
+    assert len(queue.get_by_pipeline("qsiparc")) == 52
+    assert queue.resolve(ids[5], "alice", "fixed the license")
+    with db.sessions() as session:
+        entry = get_entry(session, ids[5])
+        assert (entry.resolved_by, entry.resolution_notes) == ("alice", "fixed the license")
+        details = entry_details(entry)
+        assert details["resolved_at"] == iso(entry.resolved_at) and details["resolved_at"]
+        with pytest.raises(NeuroflowError) as caught:
+            resolve_entry(session, ids[5], "bob")
+        assert str(caught.value) == (f"dead-letter entry {ids[5]} is already resolved "
+                                     f"(by alice at {iso(entry.resolved_at)})")
