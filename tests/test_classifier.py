@@ -18,9 +18,10 @@ from neuroflow_recover.classify.classifier import (
     classify,
     normalize_slurm_state,
     read_window,
+    scan_window,
 )
 from neuroflow_recover.classify.patterns import required_literals, shipped_pack
-from neuroflow_recover.errors import ConfigError, NeuroflowError
+from neuroflow_recover.errors import ConfigError, LogReadError, NeuroflowError
 from neuroflow_recover.step.messages import format_missing_outputs, format_not_starting
 
 DATA = Path(__file__).parent / "data"
@@ -508,3 +509,66 @@ def test_step_runner_lines_reclassify_to_its_verdict(line, cls, resource):
 )
 def test_qsiparc_messages(text, cls):
     assert classify(text).error_class == cls
+
+
+# ------------------------------------------------------ the scanned window (docs/testing.md)
+WINDOW_TEXT = "aa\nbb\ncc\ndd\nee\n"  # 15 characters
+
+
+@pytest.mark.parametrize(
+    "text, head, tail, window",
+    [
+        (WINDOW_TEXT, 10, 5, WINDOW_TEXT),  # exactly head + tail: all of it
+        (WINDOW_TEXT, 7, 5, "aa\nbb\n\nee\n"),  # whole lines: the head's last, the tail's first cut
+        ("abcdefgh\nij", 4, 4, "abcd\nij"),  # no newline in the head: the head as it is
+        ("aaaa\nbbbb", 2, 5, "aa\nbbbb"),  # the tail starts at a newline: only that one goes
+        ("aaaaaabbbbbb", 2, 3, "aa\nbbb"),  # no newline in the tail: the tail as it is
+    ],
+)
+def test_scan_window_keeps_whole_lines_of_the_head_and_the_tail(text, head, tail, window):
+    assert scan_window(text, head, tail) == window
+
+
+class Pipe(io.RawIOBase):
+    """A stream that cannot seek or name a file: what classify gets from a pipe."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        return self._data.read(size)
+
+    def fileno(self):
+        raise io.UnsupportedOperation("no fileno")
+
+    def seek(self, *args):
+        raise io.UnsupportedOperation("not seekable")
+
+
+@pytest.mark.parametrize("head, tail", [(10, 5), (7, 5), (3, 4)])
+def test_files_memory_and_pipes_give_the_same_window(tmp_path, monkeypatch, head, tail):
+    from neuroflow_recover.classify import classifier
+
+    monkeypatch.setattr(classifier, "STREAM_CHUNK", 2)  # many chunks through the rolling tail
+    path = tmp_path / "log.txt"
+    path.write_bytes(WINDOW_TEXT.encode())
+    expected = scan_window(WINDOW_TEXT, head, tail)
+    with path.open("rb") as fh:
+        assert read_window(fh, head, tail) == expected
+    assert read_window(io.BytesIO(WINDOW_TEXT.encode()), head, tail) == expected
+    assert read_window(Pipe(WINDOW_TEXT.encode()), head, tail) == expected
+
+
+def test_a_pipe_is_read_up_to_the_limit_and_refused_beyond(monkeypatch):
+    from neuroflow_recover.classify import classifier
+
+    monkeypatch.setattr(classifier, "MAX_STREAM_BYTES", 3 << 20)
+    monkeypatch.setattr(classifier, "STREAM_CHUNK", 1 << 20)
+    assert read_window(Pipe(b"x" * (3 << 20)), 4, 4) == "xxxx\nxxxx"
+    with pytest.raises(LogReadError) as caught:
+        read_window(Pipe(b"x" * ((3 << 20) + 1)), 4, 4)
+    assert str(caught.value) == ("more than 3 MiB on a pipe (classify reads at most that much "
+                                 "from one; give the log as a file)")

@@ -127,7 +127,7 @@ def _stream_window(stream: IO[bytes], head: int, tail: int) -> str:
         last += chunk
         if len(last) > 2 * tail:
             del last[:-tail]
-    if len(first) + len(last) <= head + tail:
+    if total <= head + tail:  # all of it (what is kept of a longer stream is not contiguous)
         return decode(first + bytes(last))
     return scan_window(decode(first) + "\n" + decode(bytes(last[-tail:])), head, tail)
 
