@@ -572,3 +572,114 @@ def test_a_pipe_is_read_up_to_the_limit_and_refused_beyond(monkeypatch):
         read_window(Pipe(b"x" * ((3 << 20) + 1)), 4, 4)
     assert str(caught.value) == ("more than 3 MiB on a pipe (classify reads at most that much "
                                  "from one; give the log as a file)")
+
+
+# ------------------------------------------------------ user patterns and matching in detail
+def user(pid, regex, cls="TransientError", **more):
+    return {"id": pid, "regex": regex, "class": cls, **more}
+
+
+def test_user_patterns_come_first_are_marked_and_named_by_position():
+    from neuroflow_recover.classify.classifier import Classifier
+
+    c = Classifier([user("site_quota", "quota exceeded")])
+    assert (c.patterns[0].id, c.patterns[0].user, c.strict) == ("site_quota", True, False)
+    assert len(c.patterns) == 1 + len(shipped_pack().patterns)
+    with pytest.raises(ConfigError, match=r"^extra_patterns\[1\]"):
+        Classifier([user("a", "x"), {"id": "b"}])
+    with pytest.raises(ConfigError) as caught:
+        Classifier([user("a", "x"), user("a", "y"), user("b", "x"), user("b", "y"), user("c", "z")])
+    assert str(caught.value) == "duplicate user pattern id(s): a, b"
+
+
+def test_config_patterns_are_user_patterns_and_strictness_is_asked_for():
+    cfg = {"error_handling": {"patterns": [user("site_quota", "quota exceeded")]}}
+    assert Classifier.from_config(cfg).patterns[0].user is True
+    assert Classifier.from_config(cfg).strict is False
+    assert Classifier.from_config(cfg, strict=True).strict is True
+    with pytest.raises(ConfigError, match=r"^error_handling: must be a mapping$"):
+        Classifier.from_config({"error_handling": 5})
+
+
+def test_unusable_config_patterns_fall_back_to_the_shipped_ones_with_a_warning():
+    import structlog.testing
+
+    from neuroflow_recover.classify.classifier import classifier_for, default_classifier
+
+    assert classifier_for({}) is default_classifier() and classifier_for(None) is default_classifier()
+    with structlog.testing.capture_logs() as logged:
+        got = classifier_for({"error_handling": {"patterns": [{"id": "broken"}]}})
+    assert got is default_classifier()
+    assert [(e["event"], e["log_level"]) for e in logged] == [
+        ("config patterns unusable, shipped patterns only", "warning")]
+    assert logged[0]["error"].startswith("error_handling.patterns[0]")
+    good = classifier_for({"error_handling": {"patterns": [user("site_quota", "quota exceeded")]}})
+    assert good.patterns[0].id == "site_quota"
+
+
+SLOW = user("slow", r"(a|aa)+b")  # backtracks catastrophically on a line of a's
+SLOW_MESSAGE = ("user pattern 'slow' ('(a|aa)+b') did not finish within 0.05 s on this text: it "
+                "backtracks catastrophically (overlapping repeats such as (a|aa)+); rewrite it "
+                "(limit: env NEUROFLOW_PATTERN_TIMEOUT)")
+
+
+def test_a_backtracking_user_pattern_is_stopped_skipped_or_raised(monkeypatch):
+    import structlog.testing
+
+    from neuroflow_recover.classify.classifier import PatternTimeout
+
+    monkeypatch.setenv("NEUROFLOW_PATTERN_TIMEOUT", "0.05")
+    text = "Killed\n" + "a" * 60 + "\n"
+    with structlog.testing.capture_logs() as logged:
+        found = Classifier([SLOW]).classify(text)
+    assert found.pattern_id != "slow"  # skipped: the shipped patterns still decide
+    assert logged == [{"event": "user pattern skipped", "log_level": "warning", "error": SLOW_MESSAGE}]
+    with pytest.raises(PatternTimeout) as caught:
+        Classifier([SLOW], strict=True).classify(text)
+    assert str(caught.value) == SLOW_MESSAGE
+
+
+def test_the_pattern_time_limit_must_be_a_number(monkeypatch):
+    from neuroflow_recover.classify.classifier import pattern_timeout_s
+
+    monkeypatch.setenv("NEUROFLOW_PATTERN_TIMEOUT", "soon")
+    with pytest.raises(NeuroflowError) as caught:
+        pattern_timeout_s()
+    assert str(caught.value) == "NEUROFLOW_PATTERN_TIMEOUT='soon' is not a number of seconds"
+
+
+def test_the_last_matching_line_wins_and_a_match_over_a_line_end_is_checked_on_its_line():
+    c = Classifier([user("err", r"err \w")])
+    assert c.best_match("err A\nerr B\n").line == "err B"
+    assert c.best_match("x\nerr A\nerr B").line == "err B"
+    spans = Classifier([user("foo", r"foo\s*(bar)?")])
+    assert spans.best_match("foo\nbar").line == "foo"  # "foo\nbar" matched; the line alone too
+    explained = Classifier([user("foo", "foo")]).explain("\nfoo")
+    assert [(m.pattern_id, m.line_number, m.line) for m in explained.matches] == [("foo", 2, "foo")]
+
+
+def test_on_the_same_line_and_priority_the_first_listed_pattern_wins():
+    c = Classifier([user("first", "boom", priority=80), user("second", "boom", priority=80)])
+    assert c.best_match("boom").pattern.id == "first"
+
+
+def test_evidence_of_exactly_the_maximum_length_is_kept_whole():
+    line = "q" * (EVIDENCE_MAX - 5) + "boom!"
+    assert len(line) == EVIDENCE_MAX
+    assert Classifier([user("boom", "boom")]).classify(line).evidence == line
+
+
+def test_streams_pass_the_exit_code_and_the_slurm_state_on():
+    c = Classifier()
+    assert c.classify_stream(io.BytesIO(b"nothing known"), exit_code=137) == c.classify(
+        "nothing known", exit_code=137)
+    assert c.classify_stream(io.BytesIO(b"x"), slurm_state="OUT_OF_MEMORY").pattern_id == (
+        "slurm:OUT_OF_MEMORY")
+
+
+def test_a_resource_belongs_to_resource_errors_only_and_states_lose_their_plus():
+    from neuroflow_recover.classify.classifier import make_classification
+
+    assert make_classification("TransientError", "memory").resource is None
+    assert make_classification("ResourceError", "memory").resource == "memory"
+    assert normalize_slurm_state(" cancelled+ by 1000") == "CANCELLED"
