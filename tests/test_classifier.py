@@ -632,7 +632,8 @@ def test_a_backtracking_user_pattern_is_stopped_skipped_or_raised(monkeypatch):
     text = "Killed\n" + "a" * 60 + "\n"
     with structlog.testing.capture_logs() as logged:
         found = Classifier([SLOW]).classify(text)
-    assert found.pattern_id != "slow"  # skipped: the shipped patterns still decide
+    assert found == Classifier().classify(text)  # skipped: the shipped patterns still decide
+    assert found.pattern_id is not None
     assert logged == [{"event": "user pattern skipped", "log_level": "warning", "error": SLOW_MESSAGE}]
     with pytest.raises(PatternTimeout) as caught:
         Classifier([SLOW], strict=True).classify(text)
@@ -683,3 +684,17 @@ def test_a_resource_belongs_to_resource_errors_only_and_states_lose_their_plus()
     assert make_classification("TransientError", "memory").resource is None
     assert make_classification("ResourceError", "memory").resource == "memory"
     assert normalize_slurm_state(" cancelled+ by 1000") == "CANCELLED"
+
+
+def test_a_match_that_starts_on_a_line_break_belongs_to_no_line():
+    # "\s+foo" matches "\nfoo" from the first character, an empty line: the line alone does not match
+    assert Classifier([user("ws", r"\s+foo")]).best_match("\nfoo") is None
+
+
+def test_a_class_taken_from_the_message_keeps_a_resource_only_for_resource_errors():
+    line = "neuroflow: qsiprep_preprocess attempt 2 failed (exit 1): TransientError/memory [x]"
+    (match,) = [m for m in Classifier().explain(line).matches if m.pattern_id == "neuroflow_attempt_failed"]
+    assert (match.error_class, match.resource) == ("TransientError", None)
+    line = "neuroflow: qsiprep_preprocess attempt 2 failed (exit 1): ResourceError/memory [x]"
+    (match,) = [m for m in Classifier().explain(line).matches if m.pattern_id == "neuroflow_attempt_failed"]
+    assert (match.error_class, match.resource) == ("ResourceError", "memory")
