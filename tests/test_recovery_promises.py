@@ -237,10 +237,11 @@ def test_stop_process_sends_sigint_first_and_sigkill_only_to_what_ignores_it(tmp
 
 def test_run_watch_waits_while_the_run_has_jobs_and_outside_slurm():
     clock = [0.0]
-    jobs: list[list[str] | None] = [["42"]]
+    jobs: list[list[str] | None] = [[]]  # nothing on SLURM: a watched local run would stall
     watch = RunWatch(WatchLimits(10, 1, 5), lambda run_id: jobs[0], clock=lambda: clock[0])
     clock[0] = 100
     assert watch.verdict() is None  # no SLURM run ID: a local run is never stopped
+    jobs[0] = ["42"]
     watch.feed("SLURM run ID: abc\n")
     clock[0] = 200
     assert watch.verdict() is None  # quiet, but a job of the run is queued
