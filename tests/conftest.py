@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from backends import BACKENDS, Backend, create_pg_database, drop_pg_database, require_pg
 from helpers import REPO
@@ -22,6 +25,19 @@ def tool_env() -> dict[str, str]:
     """The environment for subprocesses: this interpreter's bin directory first on PATH
     (neuroflow-recover, snakemake, heudiconv, dcm2niix, qsiparc), no NEUROFLOW_DB."""
     return _tool_env()
+
+
+@pytest.fixture
+def logged():
+    """structlog events at every level, as dicts (the CLI's configuration filters below
+    WARNING; restored afterwards)."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as events:
+            yield events
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -10,7 +10,6 @@ import json
 import os
 
 import pytest
-from structlog.testing import capture_logs
 
 from neuroflow_recover.step.breaker import (
     BREAKER_DIR,
@@ -135,20 +134,19 @@ def test_record_failure_counts_a_job_once_and_records_what_failed(tmp_path):
     assert isinstance(body["at"], float)
 
 
-def test_the_breaker_is_announced_once_when_it_opens(tmp_path):
+def test_the_breaker_is_announced_once_when_it_opens(tmp_path, logged):
     old_umask = os.umask(0o022)
     try:
-        _announced_once(tmp_path)
+        _announced_once(tmp_path, logged)
     finally:
         os.umask(old_umask)
 
 
-def _announced_once(tmp_path):
+def _announced_once(tmp_path, logged):
     breaker = CircuitBreaker(tmp_path, settings(threshold=2, window_minutes=10))
-    with capture_logs() as logged:
-        first = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "01"})
-        opened = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "02"})
-        again = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "03"})
+    first = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "01"})
+    opened = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "02"})
+    again = breaker.record_failure(SIG, "qsirecon_reconstruct", {"subject": "03"})
     assert [(s.open, s.announced) for s in (first, opened, again)] == [
         (False, False), (True, True), (True, False)]
     path = tmp_path / BREAKER_DIR / f"{SIG.key}.json"

@@ -601,14 +601,11 @@ def test_config_patterns_are_user_patterns_and_strictness_is_asked_for():
         Classifier.from_config({"error_handling": 5})
 
 
-def test_unusable_config_patterns_fall_back_to_the_shipped_ones_with_a_warning():
-    import structlog.testing
-
+def test_unusable_config_patterns_fall_back_to_the_shipped_ones_with_a_warning(logged):
     from neuroflow_recover.classify.classifier import classifier_for, default_classifier
 
     assert classifier_for({}) is default_classifier() and classifier_for(None) is default_classifier()
-    with structlog.testing.capture_logs() as logged:
-        got = classifier_for({"error_handling": {"patterns": [{"id": "broken"}]}})
+    got = classifier_for({"error_handling": {"patterns": [{"id": "broken"}]}})
     assert got is default_classifier()
     assert [(e["event"], e["log_level"]) for e in logged] == [
         ("config patterns unusable, shipped patterns only", "warning")]
@@ -623,15 +620,12 @@ SLOW_MESSAGE = ("user pattern 'slow' ('(a|aa)+b') did not finish within 0.05 s o
                 "(limit: env NEUROFLOW_PATTERN_TIMEOUT)")
 
 
-def test_a_backtracking_user_pattern_is_stopped_skipped_or_raised(monkeypatch):
-    import structlog.testing
-
+def test_a_backtracking_user_pattern_is_stopped_skipped_or_raised(monkeypatch, logged):
     from neuroflow_recover.classify.classifier import PatternTimeout
 
     monkeypatch.setenv("NEUROFLOW_PATTERN_TIMEOUT", "0.05")
     text = "Killed\n" + "a" * 60 + "\n"
-    with structlog.testing.capture_logs() as logged:
-        found = Classifier([SLOW]).classify(text)
+    found = Classifier([SLOW]).classify(text)
     assert found == Classifier().classify(text)  # skipped: the shipped patterns still decide
     assert found.pattern_id is not None
     assert logged == [{"event": "user pattern skipped", "log_level": "warning", "error": SLOW_MESSAGE}]

@@ -418,23 +418,6 @@ def test_at_stage_cap(cfg):
 
 
 # ------------------------------------------------------------- decisions in detail (docs/testing.md)
-@pytest.fixture()
-def logged():
-    """structlog events at every level (the CLI's configuration filters below WARNING)."""
-    import logging
-
-    import structlog
-    from structlog.testing import capture_logs
-
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    try:
-        with capture_logs() as events:
-            yield events
-    finally:
-        structlog.configure(**saved)
-
-
 def test_a_cause_from_a_slurm_log_is_logged_with_where_it_came_from(cfg, tmp_path, logged):
     path = slurm_log(tmp_path, OOM_LOG, 37, minutes=5)
     assert recon(cfg, tmp_path, 2)["mem_mb"] == 24000

@@ -6,14 +6,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+# a mutant's name, also inside docs/testing.md's table cells (`name` | ...)
+NAME = r"[^\s`|:]+__mutmut_\d+"
 # `mutmut results --all true` lines: "    <module>.<function>__mutmut_<n>: <status>"
-RESULT = re.compile(r"^\s*(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")
+RESULT = re.compile(rf"^\s*(?P<name>{NAME}): (?P<status>.+)$")
 
 
 def main(stats_path: str, results_path: str, explained_path: str) -> int:
     stats = json.loads(Path(stats_path).read_text())
     results = [m.groupdict() for m in map(RESULT.match, Path(results_path).read_text().splitlines()) if m]
-    explained = set(re.findall(r"[^\s`|]+__mutmut_\d+", Path(explained_path).read_text()))
+    explained = set(re.findall(NAME, Path(explained_path).read_text()))
     survivors = [r["name"] for r in results if r["status"] == "survived"]
     unexplained = [name for name in survivors if name not in explained]
     detected = stats["killed"] + stats["timeout"]
