@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dlq_scale.py
 	$(BIN)/python benchmarks/status_scale.py
 	$(BIN)/python benchmarks/daily_plan.py
+	$(BIN)/python benchmarks/ingest_scale.py
 	$(BIN)/python benchmarks/dlq_stress.py
 
 clean:

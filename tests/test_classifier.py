@@ -15,11 +15,13 @@ from neuroflow_recover.classify.classifier import (
     TAIL_BYTES,
     Classification,
     Classifier,
+    _last_match,
     classify,
     normalize_slurm_state,
     read_window,
     scan_window,
 )
+from neuroflow_recover.classify.corpus import read_corpus
 from neuroflow_recover.classify.patterns import required_literals, shipped_pack
 from neuroflow_recover.errors import ConfigError, LogReadError, NeuroflowError
 from neuroflow_recover.step.messages import format_missing_outputs, format_not_starting
@@ -692,3 +694,31 @@ def test_a_class_taken_from_the_message_keeps_a_resource_only_for_resource_error
     line = "neuroflow: qsiprep_preprocess attempt 2 failed (exit 1): ResourceError/memory [x]"
     (match,) = [m for m in Classifier().explain(line).matches if m.pattern_id == "neuroflow_attempt_failed"]
     assert (match.error_class, match.resource) == ("ResourceError", "memory")
+
+
+def _noise(lines: int) -> list[str]:
+    """Tool output that holds some of the patterns' literals on lines no pattern matches."""
+    kinds = ["241130-02:13:44,512 nipype.workflow INFO:", '\t [Node] Finished "eddy", elapsed time 124.2s.',
+             "Error: 0 of 12 volumes flagged", "residual 0.00124 [Errno -] skipped", "Killed? no"]  # fmt: skip
+    return [kinds[i % len(kinds)] for i in range(lines)]
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end", "twice"])
+def test_the_prefilter_finds_what_searching_the_whole_text_finds(where):
+    """Every pattern's last matching line, with its offset, is the same whether the pattern
+    runs on the prefilter's candidate lines or on the whole text (the corpus messages inside
+    tool output)."""
+    classifier = Classifier(
+        [{"id": "user_ci", "pattern": "disk QUOTA", "class": "ResourceError", "resource": "disk",
+          "ignore_case": True}]  # fmt: skip
+    )
+    for row in read_corpus(Path(__file__).parent / "data" / "corpus_development.tsv"):
+        noise = _noise(300)
+        at = {"start": 0, "middle": 150, "end": 300, "twice": 100}[where]
+        text = "\n".join(noise[:at] + [row.text, "Disk quota reached"] + noise[at:])
+        if where == "twice":
+            text += "\n" + row.text + "\n"
+        window = scan_window(text)
+        fast = [(m.pattern.id, m.line_start, m.line, m.error_class) for m in classifier.matches(text)]
+        whole = [_last_match(p, window) for p in classifier.patterns]
+        assert fast == [(m.pattern.id, m.line_start, m.line, m.error_class) for m in whole if m], row.id

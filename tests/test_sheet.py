@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from neuroflow_recover.errors import SheetError
-from neuroflow_recover.workflow.sheet import Session, load_sessions, sessions_by_subject
-from workflow_study import dry_run, make_study
+from neuroflow_recover.workflow.sheet import (
+    Session,
+    job_subjects,
+    load_sessions,
+    sessions_by_subject,
+)
+from workflow_study import dry_run, jobs, make_study
 
 HEADER = "participant_id\tsession_id\tdicom_dir\n"
 
@@ -129,3 +134,54 @@ def test_snakemake_refuses_a_bad_sheet_with_our_message(tmp_path):
     output = result.stdout + result.stderr
     assert "SheetError" in output
     assert "sessions.tsv row 3: participant_id 'sub_02' is not a BIDS label (letters and digits only)" in output
+
+
+# the command line of a SLURM jobstep, as the plugin writes it (fixture slurm_fail, shortened)
+JOBSTEP = ("python -m snakemake --snakefile Snakefile --target-jobs probe_fail:subject=01,session=1 "
+           "--allowed-rules probe_fail --cores all --attempt 1 --force --mode remote").split()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, subjects",
+    [
+        (JOBSTEP, {"01"}),
+        # a group job: several specs after one option, and the `=` form
+        (["--target-jobs", "a:subject=01,session=1", "b:session=2,subject=x-2", "--force"], {"01", "x-2"}),
+        (["--target-jobs=qsiprep_preprocess:subject=07"], {"07"}),
+        (["--target-jobs", "bids_description:", "--force"], None),  # a job without a subject
+        (["--target-jobs", "a:subject=01", "b:session=1"], None),
+        (["--cores", "1", "all"], None),  # the main process: no target jobs
+    ],
+)
+def test_job_subjects_come_from_the_target_jobs_of_the_command_line(argv, subjects):
+    assert job_subjects(argv) == subjects
+
+
+def test_only_the_rows_of_the_given_subjects_are_read(tmp_path):
+    # the other subjects' rows are neither returned nor checked (the main process checks them)
+    path = sheet(tmp_path, "01\t01\t/d/a\nbad id\t01\t/d/b\n02\t01\t/d/c\n01\t02\t/d/e\n")
+    assert load_sessions(path, subjects={"01"}) == [
+        Session("01", "01", "/d/a", 2),
+        Session("01", "02", "/d/e", 5),
+    ]
+    assert load_sessions(path, subjects={"02"}) == [Session("02", "01", "/d/c", 4)]
+    assert "bad id" in refusal(tmp_path, "01\t01\t/d/a\nbad id\t01\t/d/b\n")
+
+
+def test_a_job_process_plans_its_job_from_its_subject_rows_alone(tmp_path):
+    """A jobstep's dry run (remote mode, --target-jobs) plans the same QSIPrep command as the
+    main process, although it reads the sheet's rows of that subject only."""
+    root = make_study(tmp_path / "study", subjects=3, sessions=2)
+    main = dry_run(root, "--until", "qsiprep_preprocess")
+    assert main.returncode == 0, main.stderr
+    expected = [j for j in jobs(main.stdout) if j["rule"] == "qsiprep_preprocess"
+                and j["wildcards"] == {"subject": "02"}]  # fmt: skip
+    # the other subjects' rows broken: only the main process would notice
+    rows = (root / "sessions.tsv").read_text().splitlines()
+    (root / "sessions.tsv").write_text("\n".join(rows[:1] + [r.replace("\t", " ", 1) if not r.startswith("02\t") else r for r in rows[1:]]) + "\n")
+    job = dry_run(root, "--target-jobs", "qsiprep_preprocess:subject=02", "--allowed-rules",
+                  "qsiprep_preprocess", "--force", "--mode", "remote")  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    planned = jobs(job.stdout)
+    assert [j["shell"] for j in planned] == [j["shell"] for j in expected] and len(planned) == 1
+    assert dry_run(root).returncode != 0  # the main process refuses the broken rows

@@ -12,7 +12,7 @@ import re
 import stat
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import IO
 
 from .. import environment
@@ -21,6 +21,7 @@ from ..files import decode, regular_file_problem
 from ..logsetup import get_logger
 from .classes import DEFAULT_CLASS, ERROR_CLASSES, NON_RETRYABLE, RESOURCES
 from .patterns import FROM_MATCH, Pattern, PatternPack, parse_pattern, parse_patterns, shipped_pack
+from .prefilter import Prefilter, candidate_lines, line_local
 
 log = get_logger(__name__)
 
@@ -206,6 +207,17 @@ def _last_match(pattern: Pattern, text: str) -> Match | None:
     return found
 
 
+def _last_match_in(pattern: Pattern, text: str, lines: dict) -> Match | None:
+    """`_last_match` on the lines that hold one of the pattern's literals (Prefilter)."""
+    if not line_local(pattern):
+        return _last_match(pattern, text)
+    candidates = candidate_lines(pattern, lines, text)
+    if candidates is None:
+        return None
+    m = _last_match(pattern, candidates.text)
+    return None if m is None else replace(m, line_start=candidates.origin(m.line_start))
+
+
 def _best(matches: list[Match]) -> Match | None:
     """Highest priority, then the latest line; on a tie the earlier-listed pattern."""
     best: Match | None = None
@@ -309,6 +321,7 @@ class Classifier:
             raise ConfigError(f"duplicate user pattern id(s): {', '.join(dupes)}")
         # user patterns first: on the same line and priority the first listed wins
         self.patterns: tuple[Pattern, ...] = (*user, *self.pack.patterns)
+        self.prefilter = Prefilter(self.patterns)
 
     @classmethod
     def from_config(cls, cfg: Mapping | None, *, strict: bool = False) -> Classifier:
@@ -325,9 +338,10 @@ class Classifier:
 
     def _matches_in(self, window: str) -> list[Match]:
         found = []
+        lines = self.prefilter.lines_by_literal(window)
         for pattern in self.patterns:
             try:
-                m = _last_match(pattern, window)
+                m = _last_match_in(pattern, window, lines)
             except PatternTimeout as exc:
                 if self.strict:
                     raise

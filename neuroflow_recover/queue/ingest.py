@@ -19,6 +19,8 @@ per log: a killed ingestion leaves the log fully ingested or not at all.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import os
 import shlex
@@ -540,10 +542,15 @@ def _invocation(run_log: RunLog, default: dict) -> dict:
     if not run_log.command:
         return dict(default)
     try:
-        argv = shlex.split(run_log.command)[1:]
+        return copy.deepcopy(_logged_invocation(run_log.command))
     except ValueError:  # unbalanced quotes: the caller's invocation then
         return dict(default)
-    return Invocation.from_snakemake_argv(argv).to_dict()
+
+
+@functools.lru_cache(maxsize=16)
+def _logged_invocation(command: str) -> dict:
+    """Parsed once per log, not once per failed job (Snakemake's parser takes ~10 ms)."""
+    return Invocation.from_snakemake_argv(shlex.split(command)[1:]).to_dict()
 
 
 def _classification(

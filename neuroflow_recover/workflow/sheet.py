@@ -14,6 +14,7 @@ import csv
 import os
 import re
 from collections import defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,20 +46,25 @@ def load_sessions(
     path: str | os.PathLike,
     workdir: str | os.PathLike = ".",
     schema_dir: str | os.PathLike | None = None,
+    subjects: Collection[str] | None = None,
 ) -> list[Session]:
     """Every session of the sheet, in sheet order; SheetError naming the rows otherwise.
 
     ``workdir``/``schema_dir`` only locate the schema (see config.schema_path); a relative
-    ``path`` is relative to the current directory.
+    ``path`` is relative to the current directory. ``subjects``: only their rows are read
+    (the others are neither checked nor returned).
     """
     import jsonschema
 
     path = Path(path)
-    rows = _read_rows(path)
+    rows = _read_rows(path, subjects)
     schema = load_schema(SESSIONS_SCHEMA, workdir, schema_dir)
     validator = jsonschema.Draft202012Validator(schema)
     quick = _quick_check(schema)
     header, body = rows[0][1], rows[1:]
+    if subjects is not None:
+        column = header.index("participant_id")
+        body = [(n, v) for n, v in body if len(v) > column and v[column].strip() in subjects]
     problems: list[str] = []
     sessions: list[Session] = []
     seen_pair: dict[tuple[str, str], int] = {}
@@ -129,12 +135,18 @@ def _quick_check(schema: dict):
     return quick
 
 
-def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of the header and every non-blank line."""
+def _read_rows(path: Path, words: Collection[str] | None = None) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of the header and every non-blank line (with `words`: only the
+    lines with a field that is one of them)."""
+    rows: list[tuple[int, list[str]]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            rows = [(reader.line_num, fields) for fields in reader if any(f.strip() for f in fields)]
+            for fields in reader:
+                if any(f.strip() for f in fields) and (
+                    not rows or words is None or any(f.strip() in words for f in fields)
+                ):
+                    rows.append((reader.line_num, fields))
     except FileNotFoundError:
         raise SheetError(f"sessions sheet {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -203,3 +215,23 @@ def study_sessions(workdir: str | os.PathLike, cfg: dict) -> list[Session] | Non
             error=str(exc),
         )
         return None
+
+
+def job_subjects(argv: Sequence[str]) -> set[str] | None:
+    """The subjects of the jobs a Snakemake job process runs (`--target-jobs
+    rule:subject=S,...` on its command line), or None when any job has no subject (or the
+    command line has no target jobs): such a process needs the whole sheet."""
+    specs, taking = [], False
+    for arg in argv:  # --target-jobs SPEC [SPEC ...] (a group job has several)
+        if arg.startswith("--target-jobs="):
+            specs.append(arg.split("=", 1)[1])
+        taking = arg == "--target-jobs" or (taking and not arg.startswith("-"))
+        if taking and arg != "--target-jobs":
+            specs.append(arg)
+    subjects = set()
+    for spec in specs:
+        wildcards = dict(pair.split("=", 1) for pair in spec.partition(":")[2].split(",") if "=" in pair)
+        if "subject" not in wildcards:
+            return None
+        subjects.add(wildcards["subject"])
+    return subjects or None

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from neuroflow_recover.step.resource_plan import resource_plan as plan_resources
@@ -17,7 +18,7 @@ from neuroflow_recover.workflow.config import stage_max_attempts, validate_confi
 from neuroflow_recover import environment
 from neuroflow_recover.errors import SheetError
 from neuroflow_recover.workflow.layout import RULE_STAGE, Layout, final_targets
-from neuroflow_recover.workflow.sheet import load_sessions, sessions_by_subject
+from neuroflow_recover.workflow.sheet import job_subjects, load_sessions, sessions_by_subject
 
 dag_speed.pause_garbage_collector()  # resumed in onstart (Snakefile)
 dag_speed.declare_resource_evaluate()
@@ -31,7 +32,10 @@ validate_config(config, schema_dir=SCHEMA_DIR)
 LAYOUT = Layout.from_config(config)
 # a pending-only plan of `neuroflow-recover run` hands over the subjects with work only
 SHEET = os.environ.get(environment.PLAN_SHEET) or config["sessions"]
-SESSIONS = load_sessions(SHEET, schema_dir=SCHEMA_DIR)
+# a SLURM job's own Snakemake needs only the rows of its jobs' subjects (start-up time and
+# memory independent of the sheet's size); the main process validated the whole sheet
+JOB_SUBJECTS = None if workflow.is_main_process else job_subjects(sys.argv)
+SESSIONS = load_sessions(SHEET, schema_dir=SCHEMA_DIR, subjects=JOB_SUBJECTS)
 SESSION = {(s.subject, s.session): s for s in SESSIONS}
 SUBJECT_SESSIONS = {
     subject: [s.session for s in rows]
