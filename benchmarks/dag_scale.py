@@ -272,7 +272,12 @@ def main(argv: list[str] | None = None) -> int:
             floor = dry_run(root, root / "Floor.smk", [])
             print(
                 f"floor:     snakemake -n  {floor['wall_s']:.1f} s wall, {floor['cpu_s']:.1f} s CPU, "
-                f"{floor['jobs']} jobs (the same DAG as static rules: Snakemake's own cost)"
+                f"peak {floor['peak_mb']:.0f} MB, {floor['jobs']} jobs (the same DAG as static "
+                "rules: Snakemake's own cost)"
+            )
+            print(
+                f"neuroflow/floor: CPU {figures['cpu_s'] / floor['cpu_s']:.2f}, "
+                f"peak {figures['peak_mb'] / floor['peak_mb']:.2f} (goal <= 1.2)"
             )
     finally:
         if args.keep:

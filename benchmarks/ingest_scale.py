@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Ingest throughput: N failed jobs (a rule log of ~1 MB each) against `grep -E -f`.
 
-A real Snakemake run of a one-rule workflow whose N jobs all fail writes the main log; each
-job's rule log is one of 50 texts of ~1 MB: nipype/QSIPrep-style progress lines with a real
-failure message (from the development corpus) near the end. The jobs run no step runner,
+Real Snakemake runs (1,000 jobs each) of a one-rule workflow whose N jobs all fail write the
+main logs; each job's rule log is one of 50 texts of ~1 MB: nipype/QSIPrep-style progress
+lines with a real failure message (from the development corpus) near the end. The jobs run no step runner,
 so `ingest` classifies every job from its rule log (the expensive path: with attempt records
 the runner already classified). Side by side on the same files, both reading from the page
 cache (the files are hard links of the 50 texts; warmed first):
 
-* `neuroflow-recover ingest` of the main log into a fresh SQLite queue;
+* `neuroflow-recover ingest` of the main logs into a fresh SQLite queue;
 * `grep -E -f` with the shipped patterns (converted to ERE; look-aheads dropped, which can
-  only make grep match more) over the rule logs and the main log, matches to a file (with
+  only make grep match more) over the rule logs and the main logs, matches to a file (with
   stdout on /dev/null GNU grep stops at the first match).
 
 Prints throughput (MB/s of logs), peak memory of each, and ingest/grep throughput (goal
@@ -40,13 +40,14 @@ sys.path.insert(0, str(REPO))
 from neuroflow_recover.classify.patterns import shipped_pack  # noqa: E402
 
 TEXTS = 50
+RUN = 1000  # failed jobs per Snakemake run (a day's run of a brain bank)
 SNAKEFILE = """\
-N = int(config["jobs"])
+FIRST, COUNT = int(config["first"]), int(config["count"])
 
 
 rule all:
     input:
-        [f"results/{i // 2 + 1:05d}/{i % 2 + 1}.txt" for i in range(N)],
+        [f"results/{i // 2 + 1:05d}/{i % 2 + 1}.txt" for i in range(FIRST, FIRST + COUNT)],
 
 
 rule toy_step:
@@ -102,11 +103,12 @@ def make_study(root: Path, n: int, size: int, seed: int = 5) -> None:
         (root / "texts" / f"{i}.log").write_text(rule_log(rng, rng.choice(messages), size))
     (root / "Snakefile").write_text(SNAKEFILE.replace("%TEXTS%", str(TEXTS)))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--keep-going", "--scheduler", "greedy",
-         "--config", f"jobs={n}", "--", "all"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    for first in range(0, n, RUN):  # Snakemake slows down past ~1,000 failed jobs in one run
+        subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", "2", "--keep-going", "--scheduler",
+             "greedy", "--config", f"first={first}", f"count={min(RUN, n - first)}", "--", "all"],
+            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     failed = len(list((root / "logs" / "toy_step").iterdir()))
     if failed != n:
         sys.exit(f"expected {n} failed jobs, found {failed} rule logs")
