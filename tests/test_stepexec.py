@@ -1,7 +1,10 @@
-"""The step runner (`neuroflow-recover exec`), run as a real subprocess on real tools."""
+"""The step runner (`neuroflow-recover exec`), run as a real subprocess on real tools; the tests
+taking the `run` fixture also run it inside this process (click's CliRunner), where `make
+mutate` can see which tests reach the runner's code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,6 +72,22 @@ def run_exec(workdir: Path, args: list[str], env=None, timeout=WAIT):
     )
 
 
+def run_exec_in_process(workdir: Path, args: list[str], env=None, timeout=WAIT):
+    """As run_exec, in this process: the same exit code, stdout and stderr."""
+    unset = {k: None for k in os.environ if k.startswith("SLURM_")}
+    with contextlib.chdir(workdir):
+        result = CliRunner().invoke(cli, args, env={**unset, **(env or {})})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture(params=["subprocess", "in_process"])
+def run(request):
+    """The step runner as Snakemake starts it (a subprocess), and in this process."""
+    return run_exec if request.param == "subprocess" else run_exec_in_process
+
+
 def clean_env(extra=None) -> dict[str, str]:
     """This process's environment without SLURM variables (tests may run inside a job)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
@@ -92,7 +111,7 @@ def wait_for(predicate, what: str):
 # ----------------------------------------------------------------------------- success
 
 
-def test_success_streams_output_and_writes_a_record(wd):
+def test_success_streams_output_and_writes_a_record(wd, run):
     go = wd / "go"
     code = (
         "import os, sys, time\n"
@@ -110,7 +129,7 @@ def test_success_streams_output_and_writes_a_record(wd):
 
     helper = threading.Thread(target=release_when_streamed)
     helper.start()
-    proc = run_exec(wd, exec_args(expect=["out.txt"]) + tool(code))
+    proc = run(wd, exec_args(expect=["out.txt"]) + tool(code))
     helper.join()
     assert proc.returncode == 0, proc.stderr
     text = log.read_text()
@@ -126,8 +145,8 @@ def test_success_streams_output_and_writes_a_record(wd):
     assert datetime.fromisoformat(rec.started_at) <= datetime.fromisoformat(rec.ended_at)
 
 
-def test_tail_keeps_the_last_fifty_lines(wd):
-    proc = run_exec(wd, exec_args() + tool("for i in range(500): print('line', i)"))
+def test_tail_keeps_the_last_fifty_lines(wd, run):
+    proc = run(wd, exec_args() + tool("for i in range(500): print('line', i)"))
     assert proc.returncode == 0
     [rec] = records(wd)
     assert len(rec.tail) == 50 and rec.tail[-1] == "line 499" and rec.tail[0] == "line 450"
@@ -137,9 +156,9 @@ def test_tail_keeps_the_last_fifty_lines(wd):
 # ----------------------------------------------------------------------------- failures
 
 
-def test_exit_code_and_classification_are_recorded(wd):
+def test_exit_code_and_classification_are_recorded(wd, run):
     code = "import sys; print('allocating'); print('MemoryError', file=sys.stderr); sys.exit(5)"
-    proc = run_exec(wd, exec_args(subject="07") + tool(code), env={"SLURM_JOB_ID": "4242"})
+    proc = run(wd, exec_args(subject="07") + tool(code), env={"SLURM_JOB_ID": "4242"})
     assert proc.returncode == 5
     [rec] = records(wd, subject="07")
     assert rec.exit_code == 5
@@ -155,11 +174,11 @@ def test_exit_code_and_classification_are_recorded(wd):
     assert summary[0] in (wd / "logs" / "step.log").read_text()
 
 
-def test_missing_and_empty_outputs_fail_with_the_agreed_message(wd):
+def test_missing_and_empty_outputs_fail_with_the_agreed_message(wd, run):
     (wd / "empty.txt").touch()
     (wd / "good.txt").write_text("x")
     (wd / "outdir").mkdir()
-    proc = run_exec(
+    proc = run(
         wd,
         exec_args(expect=["good.txt", "outdir", "empty.txt", "missing.nii.gz"])
         + tool("print('all done')"),
@@ -173,8 +192,8 @@ def test_missing_and_empty_outputs_fail_with_the_agreed_message(wd):
     assert "ValidationError" in proc.stderr
 
 
-def test_a_cause_printed_by_the_tool_beats_the_missing_outputs_line(wd):
-    proc = run_exec(wd, exec_args(expect=["bids/sub-01"])
+def test_a_cause_printed_by_the_tool_beats_the_missing_outputs_line(wd, run):
+    proc = run(wd, exec_args(expect=["bids/sub-01"])
                     + tool("print('Need to process 0 study sessions')"))
     assert proc.returncode == 1
     [rec] = records(wd)
@@ -183,8 +202,8 @@ def test_a_cause_printed_by_the_tool_beats_the_missing_outputs_line(wd):
     assert rec.tail[-1].startswith("neuroflow: ") and "did not write: bids/sub-01" in rec.tail[-1]
 
 
-def test_a_command_that_does_not_exist_is_recorded(wd):
-    proc = run_exec(wd, exec_args() + ["--", "no-such-tool-neuroflow", "--flag"])
+def test_a_command_that_does_not_exist_is_recorded(wd, run):
+    proc = run(wd, exec_args() + ["--", "no-such-tool-neuroflow", "--flag"])
     assert proc.returncode == 127
     [rec] = records(wd)
     assert rec.exit_code == 127 and rec.error_class == "ConfigurationError"
@@ -215,14 +234,14 @@ def test_bad_arguments_are_clear_errors(wd):
 # ----------------------------------------------------------------------------- fail fast
 
 
-def test_non_retryable_failure_makes_the_next_attempt_fail_fast(wd):
-    first = run_exec(
+def test_non_retryable_failure_makes_the_next_attempt_fail_fast(wd, run):
+    first = run(
         wd, exec_args(session="02")
         + tool("import sys; print('ERROR: FreeSurfer license file not found'); sys.exit(2)"),
     )
     assert first.returncode == 2
     marker = wd / "tool-ran"
-    second = run_exec(
+    second = run(
         wd, exec_args(session="02", attempt=2) + tool(f"open({str(marker)!r}, 'w')"),
     )
     assert second.returncode == 3 and not marker.exists()  # the tool was never started
@@ -237,16 +256,16 @@ def test_non_retryable_failure_makes_the_next_attempt_fail_fast(wd):
     assert (wd / "logs" / "step.log").read_text().splitlines()[-1] == line
 
 
-def test_only_the_newest_record_of_the_previous_attempt_counts(wd):
+def test_only_the_newest_record_of_the_previous_attempt_counts(wd, run):
     # an old invocation's attempt 1 was a configuration error; the newest attempt 1 succeeded
     write_record(wd, AttemptRecord(
         rule="qsiprep_preprocess", stage="qsiprep", wildcards={"subject": "01"}, attempt=1,
         started_at="2020-01-01T00:00:00+00:00", ended_at="2020-01-01T00:00:01+00:00",
         exit_code=2, error_class="ConfigurationError", retryable=False, resource=None,
         pattern_id="x", evidence="old"))
-    assert run_exec(wd, exec_args() + tool("import sys; sys.exit(9)")).returncode == 9
+    assert run(wd, exec_args() + tool("import sys; sys.exit(9)")).returncode == 9
     marker = wd / "ran"
-    proc = run_exec(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
+    proc = run(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
     assert proc.returncode == 0 and marker.exists()
 
 
@@ -258,12 +277,12 @@ def _unknown(message: str) -> list[str]:
     return tool(f"import sys; print('starting'); print({message!r}); sys.exit(3)")
 
 
-def test_the_same_unknown_failure_twice_is_not_tried_a_third_time(wd):
-    first = run_exec(wd, exec_args() + _unknown("worker 4711 lost /data/sub-01/a.mif at 12:00:01"))
+def test_the_same_unknown_failure_twice_is_not_tried_a_third_time(wd, run):
+    first = run(wd, exec_args() + _unknown("worker 4711 lost /data/sub-01/a.mif at 12:00:01"))
     assert first.returncode == 3
     [rec1] = records(wd)
     assert (rec1.error_class, rec1.pattern_id, rec1.evidence) == ("RetryableError", None, None)
-    second = run_exec(wd, exec_args(attempt=2) + _unknown("worker 815 lost /scratch/b/c.mif at 13:14:15"))
+    second = run(wd, exec_args(attempt=2) + _unknown("worker 815 lost /scratch/b/c.mif at 13:14:15"))
     assert second.returncode == 3  # the tool's own exit code
     rec2 = records(wd)[-1]
     assert (rec2.error_class, rec2.retryable, rec2.pattern_id) == (
@@ -271,24 +290,24 @@ def test_the_same_unknown_failure_twice_is_not_tried_a_third_time(wd):
     assert rec2.evidence == "same failure on attempts 1 and 2: worker 815 lost /scratch/b/c.mif at 13:14:15"
     assert "NonRetryableError [neuroflow:repeated]: same failure on attempts 1 and 2" in second.stderr
     marker = wd / "ran"
-    third = run_exec(wd, exec_args(attempt=3) + tool(f"open({str(marker)!r}, 'w')"))
+    third = run(wd, exec_args(attempt=3) + tool(f"open({str(marker)!r}, 'w')"))
     assert third.returncode == 3 and not marker.exists()
     assert "attempt 2 failed with NonRetryableError: same failure on attempts 1 and 2" in third.stderr
 
 
-def test_different_unknown_failures_keep_their_retries(wd):
-    run_exec(wd, exec_args() + _unknown("worker lost its input"))
-    run_exec(wd, exec_args(attempt=2) + _unknown("checksum mismatch in block 7"))
+def test_different_unknown_failures_keep_their_retries(wd, run):
+    run(wd, exec_args() + _unknown("worker lost its input"))
+    run(wd, exec_args(attempt=2) + _unknown("checksum mismatch in block 7"))
     rec2 = records(wd)[-1]
     assert (rec2.error_class, rec2.retryable) == ("RetryableError", True)
 
 
-def test_a_memory_failure_repeating_at_the_stage_cap_stops(wd):
+def test_a_memory_failure_repeating_at_the_stage_cap_stops(wd, run):
     oom = tool("import sys; print('MemoryError'); sys.exit(1)")
-    run_exec(wd, exec_args(mem_mb=16000) + oom)
-    run_exec(wd, exec_args(attempt=2, mem_mb=24000) + oom)  # grown, below the cap: retried
+    run(wd, exec_args(mem_mb=16000) + oom)
+    run(wd, exec_args(attempt=2, mem_mb=24000) + oom)  # grown, below the cap: retried
     assert records(wd)[-1].error_class == "ResourceError"
-    run_exec(wd, exec_args(attempt=3, mem_mb=64000) + oom)  # config/config.yaml: max 64000
+    run(wd, exec_args(attempt=3, mem_mb=64000) + oom)  # config/config.yaml: max 64000
     rec3 = records(wd)[-1]
     assert (rec3.error_class, rec3.pattern_id) == ("NonRetryableError", "neuroflow:repeated")
     assert rec3.evidence == (
@@ -365,25 +384,40 @@ def test_early_sigterm_under_slurm_is_not_a_time_limit(wd):
     assert rec.error_class == "TransientError"
 
 
+def test_a_sigterm_under_slurm_is_a_time_limit_only_near_the_jobs_end():
+    from neuroflow_recover.step.runner import _slurm_time_limit
+
+    now, job = int(time.time()), {"SLURM_JOB_ID": "5"}
+    assert not _slurm_time_limit({}, 10**6, 1)  # not under SLURM
+    assert _slurm_time_limit({**job, "SLURM_JOB_END_TIME": f" {now + 60} "}, 0, None)  # 90 s to go
+    assert not _slurm_time_limit({**job, "SLURM_JOB_END_TIME": str(now + 3600)}, 10**6, 1)
+    # without the job's end time: the attempt's runtime less 10 % (at least 30 s, at most 300 s)
+    assert not _slurm_time_limit({**job, "SLURM_JOB_END_TIME": "soon"}, 10**6, None)
+    assert not _slurm_time_limit(job, 10**6, 0)
+    for minutes, margin in ((1, 30), (10, 60), (100, 300)):
+        assert _slurm_time_limit({**job, "SLURM_JOB_END_TIME": ""}, minutes * 60 - margin, minutes)
+        assert not _slurm_time_limit(job, minutes * 60 - margin - 0.5, minutes)
+
+
 # ----------------------------------------------------------------------------- breaker
 
 
-def _fail_like_the_others(wd, subject, attempt=1, host="10.0.0.7"):
+def _fail_like_the_others(run, wd, subject, attempt=1, host="10.0.0.7"):
     code = (f"import sys; print('psycopg2.OperationalError: Connection refused to {host}:"
             f"5432 for /data/sub-{subject}'); sys.exit(1)")
-    return run_exec(wd, exec_args(subject=subject, attempt=attempt) + tool(code))
+    return run(wd, exec_args(subject=subject, attempt=attempt) + tool(code))
 
 
-def test_circuit_breaker_opens_once_and_skips_retries(tmp_path):
+def test_circuit_breaker_opens_once_and_skips_retries(tmp_path, run):
     write_config(tmp_path, threshold=3, window_minutes=10)
-    first = _fail_like_the_others(tmp_path, "01", host="10.0.0.7")
+    first = _fail_like_the_others(run, tmp_path, "01", host="10.0.0.7")
     [rec] = records(tmp_path, subject="01")
     assert rec.error_class == "TransientError", rec  # the breaker applies to this class
     # below the threshold the retry still runs
-    retry = _fail_like_the_others(tmp_path, "01", attempt=2)
+    retry = _fail_like_the_others(run, tmp_path, "01", attempt=2)
     assert retry.returncode == 1 and not records(tmp_path, subject="01")[-1].skipped
-    second = _fail_like_the_others(tmp_path, "02", host="10.0.0.8")
-    third = _fail_like_the_others(tmp_path, "03", host="10.0.0.9")
+    second = _fail_like_the_others(run, tmp_path, "02", host="10.0.0.8")
+    third = _fail_like_the_others(run, tmp_path, "03", host="10.0.0.9")
     opened = [p for p in (first, retry, second, third) if "circuit breaker open" in p.stderr]
     assert opened == [third]  # announced once, by the job that opened it
     announcements = list((tmp_path / ".neuroflow" / "breaker").glob("*.json"))
@@ -391,7 +425,7 @@ def test_circuit_breaker_opens_once_and_skips_retries(tmp_path):
     assert json.loads(announcements[0].read_text())["jobs"] == 3
 
     marker = tmp_path / "ran"
-    blocked = run_exec(tmp_path, exec_args(subject="02", attempt=2)
+    blocked = run(tmp_path, exec_args(subject="02", attempt=2)
                        + tool(f"open({str(marker)!r}, 'w')"))
     assert blocked.returncode == 3 and not marker.exists()
     assert "circuit breaker open: 3 jobs failed like this within 10 minutes" in blocked.stderr
@@ -401,17 +435,17 @@ def test_circuit_breaker_opens_once_and_skips_retries(tmp_path):
     assert "circuit breaker open" not in blocked.stderr.split("not starting")[0]  # no re-announce
 
     # a job whose previous attempt failed differently is not blocked
-    run_exec(tmp_path, exec_args(subject="04") + tool("import sys; sys.exit(7)"))
-    other = run_exec(tmp_path, exec_args(subject="04", attempt=2)
+    run(tmp_path, exec_args(subject="04") + tool("import sys; sys.exit(7)"))
+    other = run(tmp_path, exec_args(subject="04", attempt=2)
                      + tool(f"open({str(marker)!r}, 'w')"))
     assert other.returncode == 0 and marker.exists()
 
 
-def test_circuit_breaker_can_be_disabled(tmp_path):
+def test_circuit_breaker_can_be_disabled(tmp_path, run):
     write_config(tmp_path, enabled=False, threshold=1)
-    _fail_like_the_others(tmp_path, "01")
+    _fail_like_the_others(run, tmp_path, "01")
     marker = tmp_path / "ran"
-    proc = run_exec(tmp_path, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
+    proc = run(tmp_path, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
     assert proc.returncode == 0 and marker.exists()
     assert not (tmp_path / ".neuroflow" / "breaker").exists()
 
