@@ -384,19 +384,23 @@ def test_early_sigterm_under_slurm_is_not_a_time_limit(wd):
     assert rec.error_class == "TransientError"
 
 
-def test_a_sigterm_under_slurm_is_a_time_limit_only_near_the_jobs_end():
-    from neuroflow_recover.step.runner import _slurm_time_limit
+def test_a_sigterm_under_slurm_is_a_time_limit_only_near_the_jobs_end(monkeypatch):
+    from types import SimpleNamespace
 
-    now, job = int(time.time()), {"SLURM_JOB_ID": "5"}
-    assert not _slurm_time_limit({}, 10**6, 1)  # not under SLURM
-    assert _slurm_time_limit({**job, "SLURM_JOB_END_TIME": f" {now + 60} "}, 0, None)  # 90 s to go
-    assert not _slurm_time_limit({**job, "SLURM_JOB_END_TIME": str(now + 3600)}, 10**6, 1)
-    # without the job's end time: the attempt's runtime less 10 % (at least 30 s, at most 300 s)
-    assert not _slurm_time_limit({**job, "SLURM_JOB_END_TIME": "soon"}, 10**6, None)
-    assert not _slurm_time_limit(job, 10**6, 0)
+    from neuroflow_recover.step import runner
+
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: 1000.0))  # the runner's clock
+    limit, job = runner._slurm_time_limit, {"SLURM_JOB_ID": "5"}
+    assert not limit({}, 10**6, 1)  # not under SLURM
+    # the job's end time: a time limit from 90 s before it
+    assert limit({**job, "SLURM_JOB_END_TIME": " 1090 "}, 0, None)
+    assert not limit({**job, "SLURM_JOB_END_TIME": "1091"}, 10**6, 1)
+    # without it: the attempt's runtime less 10 % (at least 30 s, at most 300 s)
+    assert not limit({**job, "SLURM_JOB_END_TIME": "soon"}, 10**6, None)
+    assert not limit(job, 10**6, 0)
     for minutes, margin in ((1, 30), (10, 60), (100, 300)):
-        assert _slurm_time_limit({**job, "SLURM_JOB_END_TIME": ""}, minutes * 60 - margin, minutes)
-        assert not _slurm_time_limit(job, minutes * 60 - margin - 0.5, minutes)
+        assert limit({**job, "SLURM_JOB_END_TIME": ""}, minutes * 60 - margin, minutes)
+        assert not limit(job, minutes * 60 - margin - 0.5, minutes)
 
 
 # ----------------------------------------------------------------------------- breaker
