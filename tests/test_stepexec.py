@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from helpers import REPO
+from neuroflow_recover.classify.classes import NON_RETRYABLE
 from neuroflow_recover.cli import cli
 from neuroflow_recover.errors import NeuroflowError
 from neuroflow_recover.step.attempts import (
@@ -267,6 +268,61 @@ def test_only_the_newest_record_of_the_previous_attempt_counts(wd, run):
     marker = wd / "ran"
     proc = run(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"))
     assert proc.returncode == 0 and marker.exists()
+
+
+def attempt_record(**fields) -> AttemptRecord:
+    """A record of qsiprep_preprocess for subject 01, attempt 1 unless ``fields`` say otherwise."""
+    return AttemptRecord(**{
+        "rule": "qsiprep_preprocess", "stage": "qsiprep", "wildcards": {"subject": "01"}, "attempt": 1,
+        "started_at": "2020-01-01T00:00:00+00:00", "ended_at": "2020-01-01T00:00:01+00:00",
+        "exit_code": 1, "error_class": None, "retryable": None, "resource": None,
+        "pattern_id": None, "evidence": None, **fields})
+
+
+def _previous(wd, error_class, started_at="2020-01-01T00:00:00+00:00"):
+    """An attempt 1 that failed with ``error_class``."""
+    write_record(wd, attempt_record(error_class=error_class, retryable=error_class not in NON_RETRYABLE,
+                                    pattern_id="p", evidence="it broke", started_at=started_at))
+
+
+def test_a_skipped_attempt_is_deferred_only_after_a_transient_failure_under_run(wd):
+    _previous(wd, "TransientError")
+    marker = wd / "ran"
+    deferred = run_exec_in_process(wd, exec_args(attempt=2, log="logs/new/deep/step.log")
+                                   + tool(f"open({str(marker)!r}, 'w')"),
+                                   env={"NEUROFLOW_DEFER_TRANSIENT": "1"})
+    assert deferred.returncode == 3 and not marker.exists()
+    skipped = records(wd)[-1]
+    assert (skipped.skipped, skipped.deferred, skipped.retryable, skipped.error_class) == (
+        True, True, True, "TransientError")
+    assert skipped.tail[0] in (wd / "logs" / "new" / "deep" / "step.log").read_text()
+    _previous(wd, "ConfigurationError", started_at="2020-01-02T00:00:00+00:00")  # the newest attempt 1
+    failed_fast = run_exec_in_process(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"),
+                                      env={"NEUROFLOW_DEFER_TRANSIENT": "1"})
+    assert failed_fast.returncode == 3 and not marker.exists()
+    assert (records(wd)[-1].deferred, records(wd)[-1].retryable) == (False, False)
+
+
+def test_a_success_teaches_its_stage_and_a_summary_it_cannot_update_fails_nothing(wd, monkeypatch, logged):
+    from neuroflow_recover.step import runner
+    from neuroflow_recover.step.learning import Sample, read_samples
+
+    # attempt 2 resumed attempt 1's work directory: both runs' time counts, the larger peak
+    write_record(wd, attempt_record(peak_mem_mb=1200, elapsed_s=60.0))
+    done = attempt_record(attempt=2, started_at="2020-01-01T01:00:00+00:00", exit_code=0,
+                          peak_mem_mb=900, elapsed_s=120.0, resumed=True, resources={"threads": 2})
+    write_record(wd, done)
+    request = runner.StepRequest("qsiprep_preprocess", {"subject": "01"}, 2, wd / "log", ["tool"], workdir=wd)
+    runner._learn(request, done)
+    assert read_samples(wd, "qsiprep") == [
+        Sample(1200, 3.0, 2, "qsiprep_preprocess/subject-01", done.ended_at)]
+
+    def full(*_args):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(runner, "add_sample", full)
+    runner._learn(request, done)
+    assert logged == [{"event": "usage summary not updated", "log_level": "warning", "error": "no space left"}]
 
 
 # ----------------------------------------------------------------------------- repeated failures
