@@ -203,6 +203,32 @@ def test_a_cause_printed_by_the_tool_beats_the_missing_outputs_line(wd, run):
     assert rec.tail[-1].startswith("neuroflow: ") and "did not write: bids/sub-01" in rec.tail[-1]
 
 
+def test_every_promised_output_is_checked_after_a_missing_one(tmp_path):
+    from neuroflow_recover.step.runner import missing_outputs
+
+    (tmp_path / "empty.txt").touch()
+    (tmp_path / "good.txt").write_text("x")
+    paths = [tmp_path / "missing.txt", tmp_path / "good.txt", tmp_path / "empty.txt"]
+    assert missing_outputs(paths) == [tmp_path / "missing.txt", tmp_path / "empty.txt"]
+
+
+def test_the_whole_log_of_the_attempt_is_classified_or_its_tail_when_unreadable(wd, monkeypatch):
+    from neuroflow_recover.step import runner
+
+    early = tool("import sys; print('MemoryError'); [print('cleanup', i) for i in range(80)]; sys.exit(1)")
+    assert run_exec_in_process(wd, exec_args() + early).returncode == 1
+    assert (records(wd)[-1].error_class, records(wd)[-1].evidence) == ("ResourceError", "MemoryError")
+
+    def unreadable(*_args):
+        raise OSError("gone")
+
+    monkeypatch.setattr(runner, "read_head_and_tail", unreadable)
+    last = tool("import sys; print('allocating'); print('MemoryError'); sys.exit(1)")
+    assert run_exec_in_process(wd, exec_args(subject="02") + last).returncode == 1
+    rec = records(wd, subject="02")[-1]
+    assert (rec.error_class, rec.evidence) == ("ResourceError", "MemoryError")  # from the tail
+
+
 def test_a_command_that_does_not_exist_is_recorded(wd, run):
     proc = run(wd, exec_args() + ["--", "no-such-tool-neuroflow", "--flag"])
     assert proc.returncode == 127
