@@ -351,6 +351,55 @@ def test_a_success_teaches_its_stage_and_a_summary_it_cannot_update_fails_nothin
     assert logged == [{"event": "usage summary not updated", "log_level": "warning", "error": "no space left"}]
 
 
+def test_the_tools_usage_goes_into_the_record_and_slurms_accounting_when_larger(monkeypatch):
+    from neuroflow_recover.step import runner
+    from neuroflow_recover.step.tool import ToolRun
+    from neuroflow_recover.step.usage import Usage
+
+    accounted: list = []
+    monkeypatch.setattr(runner, "sstat_max_rss_mb", lambda job, step: accounted.pop())
+    run = ToolRun(0, [], 0, usage=Usage(peak_mem_mb=700, elapsed_s=12.5, cpu_s=3.0, source="process-tree"))
+    rec = attempt_record()
+    runner._measure(rec, ToolRun(0, [], 0), {})  # nothing measured
+    assert (rec.peak_mem_mb, rec.elapsed_s, rec.cpu_s, rec.usage_source) == (None, None, None, None)
+    for env in ({}, {"SLURM_JOB_ID": "7"}, {"SLURM_STEP_ID": "0"}):  # not a SLURM job step: no sstat
+        runner._measure(rec, run, env)
+        assert (rec.peak_mem_mb, rec.elapsed_s, rec.cpu_s, rec.usage_source) == (700, 12.5, 3.0, "process-tree")
+    step = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0"}
+    for sstat, expected in ((None, (700, "process-tree")), (700, (700, "process-tree")), (900, (900, "sstat"))):
+        accounted.append(sstat)
+        runner._measure(rec, run, step)
+        assert (rec.peak_mem_mb, rec.usage_source, accounted) == (*expected, [])
+
+
+def test_finishing_records_the_attempt_and_learns_only_from_a_recorded_success(wd, monkeypatch, logged):
+    from neuroflow_recover.step import runner
+    from neuroflow_recover.step.learning import read_samples
+
+    (wd / "logs").mkdir()
+    request = runner.StepRequest("qsiprep_preprocess", {"subject": "01"}, 1, wd / "logs" / "step.log",
+                                 ["tool"], workdir=wd)
+    measured = {"peak_mem_mb": 500, "elapsed_s": 60.0, "resources": {"threads": 1}}
+    failed = attempt_record(error_class="RetryableError", **measured)
+    result = runner._finish(request, failed, 1, "it failed")
+    assert (result.exit_code, result.record, result.summary) == (1, failed, "it failed")
+    assert json.loads(result.record_path.read_text())["error_class"] == "RetryableError"
+    assert read_samples(wd, "qsiprep") == []  # a failure teaches nothing
+    assert runner._finish(request, attempt_record(attempt=2, exit_code=0, **measured), 0, "ok").record_path
+    assert len(read_samples(wd, "qsiprep")) == 1
+
+    def read_only(*_args):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(runner, "write_record", read_only)
+    result = runner._finish(request, attempt_record(attempt=3, exit_code=0, **measured), 0, "ok")
+    assert (result.exit_code, result.record_path) == (0, None)
+    assert len(read_samples(wd, "qsiprep")) == 1  # nothing learned from an attempt without its record
+    assert logged == [{"event": "could not write the attempt record", "log_level": "error",
+                       "error": "read-only file system"}]
+    assert (wd / "logs" / "step.log").read_text().splitlines() == ["it failed", "ok", "ok"]
+
+
 # ----------------------------------------------------------------------------- repeated failures
 
 
