@@ -400,6 +400,29 @@ def test_finishing_records_the_attempt_and_learns_only_from_a_recorded_success(w
     assert (wd / "logs" / "step.log").read_text().splitlines() == ["it failed", "ok", "ok"]
 
 
+def test_a_work_directory_is_resumed_after_a_memory_failure_and_started_afresh_after_others(wd):
+    def attempt(subject, number, code):
+        args = exec_args(subject=subject, attempt=number, log=f"logs/{number}/{subject}/step.log")
+        proc = run_exec_in_process(wd, args + ["--work", f"work-{subject}"] + tool(code))
+        return proc, records(wd, subject=subject)[-1], (wd / f"logs/{number}/{subject}/step.log").read_text()
+
+    fail = "import sys; open('work-{}/partial', 'w').write('x'); print({!r}); sys.exit(3)"
+    resume = "import os, sys; sys.exit(0 if os.path.exists('work-{}/partial') else 9)"
+    assert attempt("01", 1, fail.format("01", "MemoryError"))[1].resumed is False  # nothing to resume
+    proc, rec, log = attempt("01", 2, resume.format("01"))
+    assert (proc.returncode, rec.resumed) == (0, True)
+    assert log.splitlines()[0] == ("neuroflow: resuming qsiprep_preprocess attempt 2 in its work "
+                                   "directory work-01 (attempt 1 stopped for memory)")
+    assert not (wd / "work-01").exists()  # removed after the success
+
+    attempt("02", 1, fail.format("02", "worker lost its input"))
+    (wd / "logs" / "2" / "02").mkdir()  # the log's directory may exist already
+    proc, rec, log = attempt("02", 2, resume.format("02"))
+    assert (proc.returncode, rec.resumed) == (9, False)
+    assert log.splitlines()[0] == ("neuroflow: starting qsiprep_preprocess attempt 2 afresh: removed its "
+                                   "work directory work-02 (attempt 1 failed with unknown: not resumable)")
+
+
 # ----------------------------------------------------------------------------- repeated failures
 
 
