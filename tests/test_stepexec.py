@@ -237,12 +237,20 @@ def test_a_command_that_does_not_exist_is_recorded(wd, run):
     assert "cannot start no-such-tool-neuroflow" in (wd / "logs" / "step.log").read_text()
 
 
-def test_unreadable_config_does_not_block_the_tool(tmp_path):
+def warnings_in(stderr: str) -> list[dict]:
+    """The runner's structlog events in its stderr (JSON lines), without their timestamps."""
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [{k: v for k, v in event.items() if k != "timestamp"} for event in events]
+
+
+def test_unreadable_config_does_not_block_the_tool(tmp_path, run):
     (tmp_path / "broken.yaml").write_text("stages: [unclosed\n")
     args = ["--configfile", "broken.yaml"] + exec_args() + tool("print('ran anyway')")
-    proc = run_exec(tmp_path, args)
+    proc = run(tmp_path, args)
     assert proc.returncode == 0, proc.stderr
-    assert "config not loaded" in proc.stderr
+    [warning] = warnings_in(proc.stderr)
+    assert warning["event"] == "config not loaded; running with the shipped classifier defaults"
+    assert warning["error"].startswith("ConfigError: ") and "broken.yaml" in warning["error"]
     assert "ran anyway" in (tmp_path / "logs" / "step.log").read_text()
 
 
@@ -322,7 +330,12 @@ def test_a_skipped_attempt_is_deferred_only_after_a_transient_failure_under_run(
     assert (skipped.skipped, skipped.deferred, skipped.retryable, skipped.error_class) == (
         True, True, True, "TransientError")
     assert skipped.tail[0] in (wd / "logs" / "new" / "deep" / "step.log").read_text()
-    _previous(wd, "ConfigurationError", started_at="2020-01-02T00:00:00+00:00")  # the newest attempt 1
+    _previous(wd, "RetryableError", started_at="2020-01-02T00:00:00+00:00")  # the newest attempt 1
+    ran = run_exec_in_process(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"),
+                              env={"NEUROFLOW_DEFER_TRANSIENT": "1"})
+    assert ran.returncode == 0 and marker.exists()  # only transient failures are deferred
+    marker.unlink()
+    _previous(wd, "ConfigurationError", started_at="2020-01-03T00:00:00+00:00")
     failed_fast = run_exec_in_process(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"),
                                       env={"NEUROFLOW_DEFER_TRANSIENT": "1"})
     assert failed_fast.returncode == 3 and not marker.exists()
@@ -423,6 +436,37 @@ def test_a_work_directory_is_resumed_after_a_memory_failure_and_started_afresh_a
                                    "work directory work-02 (attempt 1 failed with unknown: not resumable)")
 
 
+def test_the_library_call_checks_its_request_and_uses_the_environment_it_is_given(wd):
+    from neuroflow_recover.step.runner import StepRequest, run_step
+
+    def request(attempt=2, command=("true",)):
+        return StepRequest("qsiprep_preprocess", {"subject": "01"}, attempt, wd / "logs" / "step.log",
+                           list(command), workdir=wd)
+
+    with pytest.raises(NeuroflowError) as caught:
+        run_step(request(command=()))
+    assert str(caught.value) == "exec needs the tool's command line after --"
+    with pytest.raises(NeuroflowError) as caught:
+        run_step(request(attempt=0))
+    assert str(caught.value) == "--attempt must be 1 or more, got 0"
+    _previous(wd, "TransientError")
+    result = run_step(request(), env={"NEUROFLOW_DEFER_TRANSIENT": "1"})  # not this process's environment
+    assert (result.exit_code, result.record.deferred) == (3, True)
+
+
+def test_unreadable_earlier_records_only_warn(wd, monkeypatch):
+    from neuroflow_recover.step import runner
+
+    def unreadable(*_args):
+        raise OSError("I/O error")
+
+    monkeypatch.setattr(runner, "previous_record", unreadable)
+    proc = run_exec_in_process(wd, exec_args(attempt=2) + tool("print('ran')"))
+    assert proc.returncode == 0  # the tool ran as if there were no earlier attempt
+    assert warnings_in(proc.stderr) == [
+        {"event": "could not read earlier attempt records", "level": "warning", "error": "I/O error"}]
+
+
 # ----------------------------------------------------------------------------- repeated failures
 
 
@@ -443,6 +487,9 @@ def test_the_same_unknown_failure_twice_is_not_tried_a_third_time(wd, run):
         "NonRetryableError", False, "neuroflow:repeated")
     assert rec2.evidence == "same failure on attempts 1 and 2: worker 815 lost /scratch/b/c.mif at 13:14:15"
     assert "NonRetryableError [neuroflow:repeated]: same failure on attempts 1 and 2" in second.stderr
+    assert warnings_in(second.stderr) == [{
+        "event": "the same failure repeated: not retrying it", "level": "warning",
+        "rule": "qsiprep_preprocess", "attempt": 2, "evidence": rec2.evidence}]
     marker = wd / "ran"
     third = run(wd, exec_args(attempt=3) + tool(f"open({str(marker)!r}, 'w')"))
     assert third.returncode == 3 and not marker.exists()
