@@ -329,6 +329,9 @@ def test_a_skipped_attempt_is_deferred_only_after_a_transient_failure_under_run(
     skipped = records(wd)[-1]
     assert (skipped.skipped, skipped.deferred, skipped.retryable, skipped.error_class) == (
         True, True, True, "TransientError")
+    assert skipped.tail == [
+        "neuroflow: not starting qsiprep_preprocess attempt 2: attempt 1 failed with TransientError: it broke "
+        "-- deferred: `neuroflow-recover run` re-runs transient failures after a backoff"]
     assert skipped.tail[0] in (wd / "logs" / "new" / "deep" / "step.log").read_text()
     _previous(wd, "RetryableError", started_at="2020-01-02T00:00:00+00:00")  # the newest attempt 1
     ran = run_exec_in_process(wd, exec_args(attempt=2) + tool(f"open({str(marker)!r}, 'w')"),
