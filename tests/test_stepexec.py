@@ -455,6 +455,8 @@ def test_the_library_call_checks_its_request_and_uses_the_environment_it_is_give
     _previous(wd, "TransientError")
     result = run_step(request(), env={"NEUROFLOW_DEFER_TRANSIENT": "1"})  # not this process's environment
     assert (result.exit_code, result.record.deferred) == (3, True)
+    sees = [PY, "-c", "import os, sys; sys.exit(0 if os.environ.get('NEUROFLOW_TEST') == 'given' else 9)"]
+    assert run_step(request(command=sees), env={**os.environ, "NEUROFLOW_TEST": "given"}).exit_code == 0
 
 
 def test_unreadable_earlier_records_only_warn(wd, monkeypatch):
@@ -468,6 +470,56 @@ def test_unreadable_earlier_records_only_warn(wd, monkeypatch):
     assert proc.returncode == 0  # the tool ran as if there were no earlier attempt
     assert warnings_in(proc.stderr) == [
         {"event": "could not read earlier attempt records", "level": "warning", "error": "I/O error"}]
+
+
+def test_while_the_tool_runs_a_marker_says_so_and_its_arguments_get_the_attempts_resources(wd):
+    marker = wd / ".neuroflow" / "running" / "qsiprep_preprocess" / "subject-01.json"
+    code = f"import os, sys; print('threads', sys.argv[1]); sys.exit(0 if os.path.exists({str(marker)!r}) else 9)"
+    proc = run_exec_in_process(wd, exec_args() + tool(code) + ["@NEUROFLOW_THREADS@"])
+    assert proc.returncode == 0 and not marker.exists()  # there while it ran, gone after
+    assert "threads 2" in (wd / "logs" / "step.log").read_text().splitlines()
+
+
+def _conclude(wd, run, runtime=10, env=None):
+    """The runner's verdict on a tool run of qsiprep_preprocess attempt 1 (no breaker, no config)."""
+    from neuroflow_recover.step import runner
+    from neuroflow_recover.step.breaker import BreakerSettings, CircuitBreaker
+
+    (wd / "logs").mkdir(exist_ok=True)
+    req = runner.StepRequest("qsiprep_preprocess", {"subject": "01"}, 1, wd / "logs" / "step.log",
+                             ["qsiprep", "--x"], resources={"runtime": runtime}, workdir=wd)
+    rec = runner._base_record(req, "2026-01-01T00:00:00+00:00")
+    return runner._conclude(req, rec, run, None, CircuitBreaker(wd, BreakerSettings(False, 3, 10)), env or {})
+
+
+def test_a_signal_is_a_time_limit_only_when_it_is_sigterm_near_the_slurm_limit(wd):
+    from neuroflow_recover.step.tool import ToolRun
+
+    def verdict(signal_name, elapsed=570.0, env=None):
+        result = _conclude(wd, ToolRun(143, ["working"], 0, signal_name=signal_name, elapsed=elapsed),
+                           env={"SLURM_JOB_ID": "77"} if env is None else env)
+        rec = result.record
+        assert result.exit_code == 143 and rec.tail == ["working", rec.evidence]
+        return rec.error_class, rec.resource, rec.pattern_id, rec.evidence
+
+    # runtime 10 min: from 540 s on, a SIGTERM under SLURM is the time limit
+    assert verdict("SIGTERM") == ("ResourceError", "runtime", "neuroflow:time_limit",
+                                  "neuroflow: qsiprep stopped by SIGTERM DUE TO TIME LIMIT of SLURM job 77 "
+                                  "after 570 s (runtime 10 min)")
+    interrupted = ("TransientError", None, "neuroflow:signal")
+    assert verdict("SIGINT") == (*interrupted, "neuroflow: qsiprep interrupted by SIGINT after 570 s (not a time limit)")
+    assert verdict("SIGTERM", elapsed=530.0)[:3] == interrupted
+    assert verdict("SIGTERM", env={})[:3] == interrupted
+
+
+def test_a_success_says_how_long_and_how_much_memory(wd):
+    from neuroflow_recover.step.tool import ToolRun
+    from neuroflow_recover.step.usage import Usage
+
+    usage = Usage(peak_mem_mb=700, elapsed_s=12.5, cpu_s=3.0, source="process-tree")
+    result = _conclude(wd, ToolRun(0, ["done"], 0, elapsed=12.5, usage=usage))
+    assert (result.exit_code, result.summary) == (
+        0, "neuroflow: qsiprep_preprocess attempt 1 succeeded in 12.5 s (peak memory 700 MB)")
 
 
 # ----------------------------------------------------------------------------- repeated failures
@@ -637,6 +689,8 @@ def test_circuit_breaker_opens_once_and_skips_retries(tmp_path, run):
                        + tool(f"open({str(marker)!r}, 'w')"))
     assert blocked.returncode == 3 and not marker.exists()
     assert "circuit breaker open: 3 jobs failed like this within 10 minutes" in blocked.stderr
+    assert "neuroflow: not starting qsiprep_preprocess attempt 2: attempt 1 failed with TransientError" in (
+        blocked.stderr)
     skipped = records(tmp_path, subject="02")[-1]
     assert skipped.skipped and skipped.error_class == "TransientError" and skipped.retryable
     assert "circuit breaker open" in skipped.tail[0]
