@@ -495,11 +495,14 @@ def _conclude(wd, run, runtime=10, env=None):
 def test_a_signal_is_a_time_limit_only_when_it_is_sigterm_near_the_slurm_limit(wd):
     from neuroflow_recover.step.tool import ToolRun
 
+    tail = [f"working {i}" for i in range(60)]
+
     def verdict(signal_name, elapsed=570.0, env=None):
-        result = _conclude(wd, ToolRun(143, ["working"], 0, signal_name=signal_name, elapsed=elapsed),
+        result = _conclude(wd, ToolRun(143, tail, 0, signal_name=signal_name, elapsed=elapsed),
                            env={"SLURM_JOB_ID": "77"} if env is None else env)
         rec = result.record
-        assert result.exit_code == 143 and rec.tail == ["working", rec.evidence]
+        assert (result.exit_code, rec.retryable, rec.tail) == (143, True, tail[-49:] + [rec.evidence])
+        assert (wd / "logs" / "step.log").read_text().splitlines()[-2] == rec.evidence  # then the summary
         return rec.error_class, rec.resource, rec.pattern_id, rec.evidence
 
     # runtime 10 min: from 540 s on, a SIGTERM under SLURM is the time limit
@@ -520,6 +523,42 @@ def test_a_success_says_how_long_and_how_much_memory(wd):
     result = _conclude(wd, ToolRun(0, ["done"], 0, elapsed=12.5, usage=usage))
     assert (result.exit_code, result.summary) == (
         0, "neuroflow: qsiprep_preprocess attempt 1 succeeded in 12.5 s (peak memory 700 MB)")
+
+
+def test_without_a_matching_line_the_exit_code_decides(wd):
+    from neuroflow_recover.step.tool import ToolRun
+
+    rec = _conclude(wd, ToolRun(1, ["nothing we know"], 0)).record  # no log to read: its tail
+    assert (rec.error_class, rec.pattern_id, rec.evidence) == ("NonRetryableError", "exit:1", "exit code 1")
+
+
+def test_the_configs_own_patterns_classify_the_tools_failure(wd):
+    config = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    config["error_handling"]["patterns"] = [{"id": "site_quota", "regex": "quota exceeded", "class": "TransientError"}]
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    code = "import sys; print('disk quota exceeded'); sys.exit(3)"
+    assert run_exec_in_process(wd, exec_args() + tool(code)).returncode == 3
+    assert (records(wd)[-1].pattern_id, records(wd)[-1].error_class) == ("site_quota", "TransientError")
+
+
+def test_missing_outputs_end_the_tail_and_a_breaker_it_cannot_update_only_warns(wd, monkeypatch):
+    from neuroflow_recover.step.breaker import CircuitBreaker
+
+    def unwritable(*_args):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(CircuitBreaker, "record_failure", unwritable)
+    code = "[print('line', i) for i in range(60)]"
+    proc = run_exec_in_process(wd, exec_args(expect=["out.txt"]) + tool(code))
+    rec = records(wd)[-1]
+    assert (proc.returncode, len(rec.tail), rec.tail[0], rec.error_class) == (1, 50, "line 11", "ValidationError")
+    assert rec.tail[-1] == f"neuroflow: {Path(PY).name} exited 0 but did not write: out.txt"
+    assert warnings_in(proc.stderr) == []  # a validation error has no breaker signature
+    code = "import sys; print('psycopg2.OperationalError: Connection refused'); sys.exit(1)"
+    proc = run_exec_in_process(wd, exec_args(subject="02") + tool(code))
+    assert (proc.returncode, records(wd, subject="02")[-1].error_class) == (1, "TransientError")
+    assert warnings_in(proc.stderr) == [
+        {"event": "circuit breaker state not updated", "level": "warning", "error": "no space left"}]
 
 
 # ----------------------------------------------------------------------------- repeated failures
