@@ -111,6 +111,38 @@ def test_two_failing_jobs_of_one_rule_and_a_rule_without_log(tmp_path, version):
     assert a["error_details"]["printed"] == BAD_ALLOC
 
 
+def test_the_report_and_an_entry_in_full(tmp_path):
+    """Every field `ingest --json` reports and an entry keeps (but its own times and keys)."""
+    work = copy("keep_going-sm9", tmp_path)
+    report, entries = ingest(work, work / "console.txt")
+    run_id = "console@2026-11-29T195822"
+    assert report == {"entry_ids": [1, 2, 3], "resolved_ids": [], "logs": [{
+        "entry_ids": [1, 2, 3], "failed_jobs": 3, "message": "", "not_understood": [],
+        "path": "console.txt", "recovered": [], "resolved_ids": [], "run_id": run_id,
+        "status": "ingested"}]}
+    entry = show(work, "align/sample-A", entries)
+    [event] = entry.pop("history")
+    assert entry.pop("failed_at") == event.pop("ended_at") == event.pop("started_at")  # the log's time
+    assert event.pop("event_key").startswith("log:")
+    for volatile in ("created_at", "updated_at", "error_message"):
+        assert entry.pop(volatile)
+    assert entry.pop("error_details")["snakemake_exit_code"] == 134
+    assert entry == {
+        "attempts": 1, "error_type": "ResourceError", "evidence": BAD_ALLOC, "exit_code": 134, "id": 1,
+        "invocation": {"configfiles": [], "profile": None, "snakemake_args": ["-c1", "--keep-going"]},
+        "job_key": "align/sample-A", "log_paths": ["console.txt"], "pattern_id": "cxx_bad_alloc",
+        "pipeline": "align", "pipeline_run_id": 1, "resolution_notes": None, "resolved": False,
+        "resolved_at": None, "resolved_by": None, "resource": "memory", "retryable": True, "rule": "align",
+        "run_id": run_id, "session": None, "slurm_job_ids": [], "slurm_state": None, "subject": None,
+        "targets": ["aligned/A.bam"], "wildcards": {"sample": "A"}}
+    assert event == {
+        "attempt": 1, "cpu_s": None, "elapsed_s": None, "error_type": "ResourceError", "evidence": BAD_ALLOC,
+        "exit_code": 134, "host": None, "pattern_id": "cxx_bad_alloc", "peak_mem_mb": None,
+        "resource": "memory", "resources": {"mem": "100 MB", "mem_mb": 100, "mem_mib": 96, "tmpdir": "/tmp"},
+        "run_id": run_id, "slurm_job_id": None, "slurm_state": None, "source": "snakemake-log",
+        "usage_source": None}
+
+
 def test_error_blocks_without_job_blocks_are_not_merged(tmp_path):
     """Snakemake 8 with --quiet rules: error blocks, no job blocks, so no wildcards. The two
     failed `align` jobs stay two entries, each with its own output as identity and target."""
@@ -235,6 +267,10 @@ def test_lines_not_understood_are_named_and_strict_exits_1(tmp_path):
     assert len(listed) == 3
     assert listed[0].startswith("  not understood: line 34: Command 'set -euo pipefail;")
     assert "an exception without an error block" in listed[0]
+    as_json = invoke(copy("quiet_rules-sm9", tmp_path / "json"), "ingest", "--json", str(work / "console.txt"))
+    first = json.loads(as_json.stdout)["logs"][0]["not_understood"][0]
+    assert (sorted(first), first["line"]) == (["line", "text", "why"], 34)
+    assert "an exception without an error block" in first["why"]
     again = copy("quiet_rules-sm9", tmp_path / "again")
     strict = invoke(again, "ingest", "--strict", str(again / "console.txt"))
     assert strict.exit_code == 1
