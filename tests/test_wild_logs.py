@@ -398,3 +398,18 @@ def test_console_outputs_of_two_runs_are_two_runs_and_one_run_is_one(tmp_path):
     ingest(single, log_of(single, "*.snakemake.log"))
     _, entries = ingest(single, single / "console.txt")
     assert {e["attempts"] for e in entries} == {1}
+
+
+def test_attempts_of_earlier_rounds_go_first_and_one_in_both_is_kept_once():
+    from types import SimpleNamespace
+
+    from neuroflow_recover.queue.ingest import _put_carried_first
+
+    def events(*keys):
+        return [SimpleNamespace(event_key=key) for key in keys]
+
+    failure = SimpleNamespace(events=events("b", "c"))
+    _put_carried_first(failure, [])
+    assert [e.event_key for e in failure.events] == ["b", "c"]
+    _put_carried_first(failure, events("a", "b"))  # round 1's attempts a and b; b is also in this run
+    assert [e.event_key for e in failure.events] == ["a", "b", "c"]
