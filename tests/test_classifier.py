@@ -710,9 +710,10 @@ def test_the_reason_names_what_decided_and_every_rival():
     unknown = "the failure is unknown (retried; stopped when the next attempt fails the same way)"
     assert c.explain("nothing").reason == f"no pattern matched and no exit code is known: {unknown}"
     assert c.explain(None, exit_code=3).reason == f"no pattern matched and exit code 3 has no rule: {unknown}"
-    assert c.explain("nothing", slurm_state="OUT_OF_MEMORY").reason == (
-        "the SLURM state OUT_OF_MEMORY has a class of its own and wins over every pattern; "
-        "no line has that class")
+    state = "the SLURM state OUT_OF_MEMORY has a class of its own and wins over every pattern; "
+    assert c.explain("nothing", slurm_state="OUT_OF_MEMORY").reason == f"{state}no line has that class"
+    assert c.explain("MemoryError", slurm_state="OUT_OF_MEMORY").reason == (
+        f"{state}its evidence is the best line of that class (python_memory_error)")
 
 
 def test_an_explained_match_names_its_patterns_tool():

@@ -373,7 +373,12 @@ def test_the_tools_usage_goes_into_the_record_and_slurms_accounting_when_larger(
     from neuroflow_recover.step.usage import Usage
 
     accounted: list = []
-    monkeypatch.setattr(runner, "sstat_max_rss_mb", lambda job, step: accounted.pop())
+
+    def sstat(job, step):
+        assert (job, step) == ("7", "0")  # the job step's own accounting
+        return accounted.pop()
+
+    monkeypatch.setattr(runner, "sstat_max_rss_mb", sstat)
     run = ToolRun(0, [], 0, usage=Usage(peak_mem_mb=700, elapsed_s=12.5, cpu_s=3.0, source="process-tree"))
     rec = attempt_record()
     runner._measure(rec, ToolRun(0, [], 0), {})  # nothing measured
@@ -386,6 +391,10 @@ def test_the_tools_usage_goes_into_the_record_and_slurms_accounting_when_larger(
         accounted.append(sstat)
         runner._measure(rec, run, step)
         assert (rec.peak_mem_mb, rec.usage_source, accounted) == (*expected, [])
+    unmeasured = attempt_record()
+    accounted.append(1)  # the tool's tree was not measured: any accounting is larger
+    runner._measure(unmeasured, ToolRun(0, [], 0, usage=Usage(None, 1.0, 0.1, "process-tree")), step)
+    assert (unmeasured.peak_mem_mb, unmeasured.usage_source) == (1, "sstat")
 
 
 def test_finishing_records_the_attempt_and_learns_only_from_a_recorded_success(wd, monkeypatch, logged):
@@ -722,6 +731,9 @@ def test_circuit_breaker_opens_once_and_skips_retries(tmp_path, run):
     announcements = list((tmp_path / ".neuroflow" / "breaker").glob("*.json"))
     assert len(announcements) == 1
     assert json.loads(announcements[0].read_text())["jobs"] == 3
+    [events] = list((tmp_path / ".neuroflow" / "breaker" / "events").iterdir())
+    assert sorted(p.name for p in events.iterdir()) == [
+        f"qsiprep_preprocess--subject-{n}" for n in ("01", "02", "03")]  # one per job
 
     marker = tmp_path / "ran"
     blocked = run(tmp_path, exec_args(subject="02", attempt=2)
