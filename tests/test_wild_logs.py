@@ -126,7 +126,12 @@ def test_the_report_and_an_entry_in_full(tmp_path):
     assert event.pop("event_key").startswith("log:")
     for volatile in ("created_at", "updated_at", "error_message"):
         assert entry.pop(volatile)
-    assert entry.pop("error_details")["snakemake_exit_code"] == 134
+    shell = entry["error_details"].pop("shell")
+    assert shell.startswith("sleep 0; if [ A = A ]") and shell.endswith("echo aligned > aligned/A.bam")
+    assert entry.pop("error_details") == {
+        "command": ".venv/bin/snakemake -c1 --keep-going", "input": [], "log_files": [],
+        "main_log": "console.txt", "main_log_line": 69, "output": ["aligned/A.bam"], "printed": BAD_ALLOC,
+        "slurm_log": None, "snakemake_exit_code": 134, "submit_failed": False, "tail": []}
     assert entry == {
         "attempts": 1, "error_type": "ResourceError", "evidence": BAD_ALLOC, "exit_code": 134, "id": 1,
         "invocation": {"configfiles": [], "profile": None, "snakemake_args": ["-c1", "--keep-going"]},
@@ -141,6 +146,18 @@ def test_the_report_and_an_entry_in_full(tmp_path):
         "resource": "memory", "resources": {"mem": "100 MB", "mem_mb": 100, "mem_mib": 96, "tmpdir": "/tmp"},
         "run_id": run_id, "slurm_job_id": None, "slurm_state": None, "source": "snakemake-log",
         "usage_source": None}
+
+
+def test_a_cluster_jobs_slurm_id_and_a_line_not_understood_in_the_json_report(tmp_path):
+    work = copy("cluster_group-sm9", tmp_path)
+    _, entries = ingest(work, work / "console.txt")
+    assert show(work, "summarize/output=summary.txt", entries)["slurm_job_ids"] == ["19128"]
+    quiet = copy("quiet_rules-sm9", tmp_path)
+    report = json.loads(invoke(quiet, "ingest", "--json", str(quiet / "console.txt")).stdout)
+    first = report["logs"][0]["not_understood"][0]
+    assert (sorted(first), first["line"]) == (["line", "text", "why"], 34)
+    assert first["text"].startswith("Command 'set -euo pipefail;")
+    assert "an exception without an error block" in first["why"]
 
 
 def test_error_blocks_without_job_blocks_are_not_merged(tmp_path):
@@ -170,8 +187,8 @@ def test_error_blocks_without_jobid(tmp_path):
     ]
     assert all(j.synthetic_jobid for j in run.failed_jobs)
     _, entries = ingest(work, work / "console.txt")
-    assert all(e["pipeline_run_id"] is None for e in entries if "pipeline_run_id" in e)
     assert len(entries) == 3
+    assert [show(work, e["job_key"], entries)["pipeline_run_id"] for e in entries] == [None] * 3
 
 
 @pytest.mark.parametrize("version", ["sm8", "sm9"])
@@ -267,10 +284,6 @@ def test_lines_not_understood_are_named_and_strict_exits_1(tmp_path):
     assert len(listed) == 3
     assert listed[0].startswith("  not understood: line 34: Command 'set -euo pipefail;")
     assert "an exception without an error block" in listed[0]
-    as_json = invoke(copy("quiet_rules-sm9", tmp_path / "json"), "ingest", "--json", str(work / "console.txt"))
-    first = json.loads(as_json.stdout)["logs"][0]["not_understood"][0]
-    assert (sorted(first), first["line"]) == (["line", "text", "why"], 34)
-    assert "an exception without an error block" in first["why"]
     again = copy("quiet_rules-sm9", tmp_path / "again")
     strict = invoke(again, "ingest", "--strict", str(again / "console.txt"))
     assert strict.exit_code == 1
