@@ -426,3 +426,33 @@ def test_attempts_of_earlier_rounds_go_first_and_one_in_both_is_kept_once():
     assert [e.event_key for e in failure.events] == ["b", "c"]
     _put_carried_first(failure, events("a", "b"))  # round 1's attempts a and b; b is also in this run
     assert [e.event_key for e in failure.events] == ["a", "b", "c"]
+
+
+def test_the_last_attempt_record_that_ran_the_tool_classifies_a_job(tmp_path):
+    from types import SimpleNamespace
+
+    from neuroflow_recover.classify.classifier import Classifier
+    from neuroflow_recover.queue.ingest import _classification
+    from neuroflow_recover.step.attempts import AttemptRecord
+
+    def record(attempt, error_class, skipped=False):
+        return AttemptRecord(
+            rule="align", stage="align", wildcards={}, attempt=attempt, started_at="", ended_at="",
+            exit_code=attempt, error_class=error_class, retryable=True, resource=None, pattern_id="p",
+            evidence=f"evidence {attempt}", skipped=skipped)
+
+    job = SimpleNamespace(attempts=2, rule="align", exit_code=9, slurm_state=None, message="")
+    context = SimpleNamespace(classifier=Classifier(), workdir=tmp_path)
+    found, exit_code = _classification(context, job, [record(1, "TransientError"),
+                                                      record(2, "ConfigurationError", skipped=True)])
+    assert (found.error_class, found.evidence, exit_code) == ("TransientError", "evidence 1", 1)
+
+
+def test_a_run_without_a_readable_command_line_keeps_the_callers_invocation():
+    from types import SimpleNamespace
+
+    from neuroflow_recover.queue.ingest import _invocation
+
+    callers = {"configfiles": ["study.yaml"], "profile": None, "snakemake_args": []}
+    for command in (None, "", "snakemake --config 'unbalanced"):
+        assert _invocation(SimpleNamespace(command=command), callers) == callers
