@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -694,6 +696,66 @@ def test_a_class_taken_from_the_message_keeps_a_resource_only_for_resource_error
     line = "neuroflow: qsiprep_preprocess attempt 2 failed (exit 1): ResourceError/memory [x]"
     (match,) = [m for m in Classifier().explain(line).matches if m.pattern_id == "neuroflow_attempt_failed"]
     assert (match.error_class, match.resource) == ("ResourceError", "memory")
+
+
+def test_the_reason_names_what_decided_and_every_rival():
+    c = Classifier([user("a", "alpha", priority=70), user("b", "beta", priority=60),
+                    user("c", "gamma", priority=50, resource="memory", **{"class": "ResourceError"})])
+    assert c.explain("alpha\nbeta\ngamma").reason == (
+        "a has the highest priority (70); lower: b (TransientError, priority 60), "
+        "c (ResourceError/memory, priority 50)")
+    tied = Classifier([user("a", "alpha", priority=70), user("b", "beta", priority=70),
+                       user("c", "gamma", priority=70)])
+    assert tied.explain("beta\ngamma\nalpha").reason == (
+        "a shares priority 70 with c (TransientError, priority 70), b (TransientError, priority 70); "
+        "among equal priorities the last matching line wins (the final error usually comes last)")
+    unknown = "the failure is unknown (retried; stopped when the next attempt fails the same way)"
+    assert c.explain("nothing").reason == f"no pattern matched and no exit code is known: {unknown}"
+    assert c.explain(None, exit_code=3).reason == f"no pattern matched and exit code 3 has no rule: {unknown}"
+    state = "the SLURM state OUT_OF_MEMORY has a class of its own and wins over every pattern; "
+    assert c.explain("nothing", slurm_state="OUT_OF_MEMORY").reason == f"{state}no line has that class"
+    assert c.explain("MemoryError", slurm_state="OUT_OF_MEMORY").reason == (
+        f"{state}its evidence is the best line of that class (python_memory_error)")
+
+
+def test_an_explained_match_names_its_patterns_tool():
+    (match,) = Classifier([user("q", "quota", tool="mytool")]).explain("quota").matches
+    assert (match.pattern_id, match.tool, match.user) == ("q", "mytool", True)
+
+
+def test_classify_input_reads_regular_files_only_and_says_why_not(tmp_path, monkeypatch):
+    from neuroflow_recover.classify import classifier as module
+
+    log = tmp_path / "log.txt"
+    log.write_text("MemoryError\n")
+    assert module.classify_input(log) == classify("MemoryError")  # not an Explanation
+    missing, fifo = tmp_path / "missing.log", tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, problem in ((missing, "no such file"), (tmp_path, "not a regular file (a directory)"),
+                          (fifo, "not a regular file (a FIFO); pipe it into `neuroflow-recover classify -` "
+                           "instead")):
+        with pytest.raises(LogReadError) as caught:
+            module.classify_input(path)
+        assert str(caught.value) == f"cannot read {path}: {problem}"
+
+    def denied(*_args):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(module, "open", denied, raising=False)
+    with pytest.raises(LogReadError) as caught:
+        module.classify_input(str(log))
+    assert str(caught.value) == f"cannot read {log}: Permission denied"
+
+
+def test_classify_input_raises_when_a_config_pattern_is_over_its_time_limit(tmp_path, monkeypatch):
+    from neuroflow_recover.classify.classifier import PatternTimeout, classify_input
+
+    monkeypatch.setenv("NEUROFLOW_PATTERN_TIMEOUT", "0.05")
+    log = tmp_path / "log.txt"
+    log.write_text("Killed\n" + "a" * 60 + "\n")
+    with pytest.raises(PatternTimeout) as caught:
+        classify_input(log, cfg={"error_handling": {"patterns": [SLOW]}})
+    assert str(caught.value) == SLOW_MESSAGE
 
 
 def _noise(lines: int) -> list[str]:

@@ -111,6 +111,55 @@ def test_two_failing_jobs_of_one_rule_and_a_rule_without_log(tmp_path, version):
     assert a["error_details"]["printed"] == BAD_ALLOC
 
 
+def test_the_report_and_an_entry_in_full(tmp_path):
+    """Every field `ingest --json` reports and an entry keeps (but its own times and keys)."""
+    work = copy("keep_going-sm9", tmp_path)
+    report, entries = ingest(work, work / "console.txt")
+    run_id = "console@2026-11-29T195822"
+    assert report == {"entry_ids": [1, 2, 3], "resolved_ids": [], "logs": [{
+        "entry_ids": [1, 2, 3], "failed_jobs": 3, "message": "", "not_understood": [],
+        "path": "console.txt", "recovered": [], "resolved_ids": [], "run_id": run_id,
+        "status": "ingested"}]}
+    entry = show(work, "align/sample-A", entries)
+    [event] = entry.pop("history")
+    assert entry.pop("failed_at") == event.pop("ended_at") == event.pop("started_at")  # the log's time
+    assert event.pop("event_key").startswith("log:")
+    for volatile in ("created_at", "updated_at", "error_message"):
+        assert entry.pop(volatile)
+    shell = entry["error_details"].pop("shell")
+    assert shell.startswith("sleep 0; if [ A = A ]") and shell.endswith("echo aligned > aligned/A.bam")
+    assert entry.pop("error_details") == {
+        "command": ".venv/bin/snakemake -c1 --keep-going", "input": [], "log_files": [],
+        "main_log": "console.txt", "main_log_line": 69, "output": ["aligned/A.bam"], "printed": BAD_ALLOC,
+        "slurm_log": None, "snakemake_exit_code": 134, "submit_failed": False, "tail": []}
+    assert entry == {
+        "attempts": 1, "error_type": "ResourceError", "evidence": BAD_ALLOC, "exit_code": 134, "id": 1,
+        "invocation": {"configfiles": [], "profile": None, "snakemake_args": ["-c1", "--keep-going"]},
+        "job_key": "align/sample-A", "log_paths": ["console.txt"], "pattern_id": "cxx_bad_alloc",
+        "pipeline": "align", "pipeline_run_id": 1, "resolution_notes": None, "resolved": False,
+        "resolved_at": None, "resolved_by": None, "resource": "memory", "retryable": True, "rule": "align",
+        "run_id": run_id, "session": None, "slurm_job_ids": [], "slurm_state": None, "subject": None,
+        "targets": ["aligned/A.bam"], "wildcards": {"sample": "A"}}
+    assert event == {
+        "attempt": 1, "cpu_s": None, "elapsed_s": None, "error_type": "ResourceError", "evidence": BAD_ALLOC,
+        "exit_code": 134, "host": None, "pattern_id": "cxx_bad_alloc", "peak_mem_mb": None,
+        "resource": "memory", "resources": {"mem": "100 MB", "mem_mb": 100, "mem_mib": 96, "tmpdir": "/tmp"},
+        "run_id": run_id, "slurm_job_id": None, "slurm_state": None, "source": "snakemake-log",
+        "usage_source": None}
+
+
+def test_a_cluster_jobs_slurm_id_and_a_line_not_understood_in_the_json_report(tmp_path):
+    work = copy("cluster_group-sm9", tmp_path)
+    _, entries = ingest(work, work / "console.txt")
+    assert show(work, "summarize/output=summary.txt", entries)["slurm_job_ids"] == ["19128"]
+    quiet = copy("quiet_rules-sm9", tmp_path)
+    report = json.loads(invoke(quiet, "ingest", "--json", str(quiet / "console.txt")).stdout)
+    first = report["logs"][0]["not_understood"][0]
+    assert (sorted(first), first["line"]) == (["line", "text", "why"], 34)
+    assert first["text"].startswith("Command 'set -euo pipefail;")
+    assert "an exception without an error block" in first["why"]
+
+
 def test_error_blocks_without_job_blocks_are_not_merged(tmp_path):
     """Snakemake 8 with --quiet rules: error blocks, no job blocks, so no wildcards. The two
     failed `align` jobs stay two entries, each with its own output as identity and target."""
@@ -138,8 +187,8 @@ def test_error_blocks_without_jobid(tmp_path):
     ]
     assert all(j.synthetic_jobid for j in run.failed_jobs)
     _, entries = ingest(work, work / "console.txt")
-    assert all(e["pipeline_run_id"] is None for e in entries if "pipeline_run_id" in e)
     assert len(entries) == 3
+    assert [show(work, e["job_key"], entries)["pipeline_run_id"] for e in entries] == [None] * 3
 
 
 @pytest.mark.parametrize("version", ["sm8", "sm9"])
@@ -362,3 +411,48 @@ def test_console_outputs_of_two_runs_are_two_runs_and_one_run_is_one(tmp_path):
     ingest(single, log_of(single, "*.snakemake.log"))
     _, entries = ingest(single, single / "console.txt")
     assert {e["attempts"] for e in entries} == {1}
+
+
+def test_attempts_of_earlier_rounds_go_first_and_one_in_both_is_kept_once():
+    from types import SimpleNamespace
+
+    from neuroflow_recover.queue.ingest import _put_carried_first
+
+    def events(*keys):
+        return [SimpleNamespace(event_key=key) for key in keys]
+
+    failure = SimpleNamespace(events=events("b", "c"))
+    _put_carried_first(failure, [])
+    assert [e.event_key for e in failure.events] == ["b", "c"]
+    _put_carried_first(failure, events("a", "b"))  # round 1's attempts a and b; b is also in this run
+    assert [e.event_key for e in failure.events] == ["a", "b", "c"]
+
+
+def test_the_last_attempt_record_that_ran_the_tool_classifies_a_job(tmp_path):
+    from types import SimpleNamespace
+
+    from neuroflow_recover.classify.classifier import Classifier
+    from neuroflow_recover.queue.ingest import _classification
+    from neuroflow_recover.step.attempts import AttemptRecord
+
+    def record(attempt, error_class, skipped=False):
+        return AttemptRecord(
+            rule="align", stage="align", wildcards={}, attempt=attempt, started_at="", ended_at="",
+            exit_code=attempt, error_class=error_class, retryable=True, resource=None, pattern_id="p",
+            evidence=f"evidence {attempt}", skipped=skipped)
+
+    job = SimpleNamespace(attempts=2, rule="align", exit_code=9, slurm_state=None, message="")
+    context = SimpleNamespace(classifier=Classifier(), workdir=tmp_path)
+    found, exit_code = _classification(context, job, [record(1, "TransientError"),
+                                                      record(2, "ConfigurationError", skipped=True)])
+    assert (found.error_class, found.evidence, exit_code) == ("TransientError", "evidence 1", 1)
+
+
+def test_a_run_without_a_readable_command_line_keeps_the_callers_invocation():
+    from types import SimpleNamespace
+
+    from neuroflow_recover.queue.ingest import _invocation
+
+    callers = {"configfiles": ["study.yaml"], "profile": None, "snakemake_args": []}
+    for command in (None, "", "snakemake --config 'unbalanced"):
+        assert _invocation(SimpleNamespace(command=command), callers) == callers

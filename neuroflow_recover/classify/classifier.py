@@ -267,8 +267,8 @@ def _named(m: Match) -> str:
     return f"{m.pattern.id} ({m.error_class}{'/' + m.resource if m.resource else ''}, priority {m.pattern.priority})"
 
 
-def _reason(decided_by, result, winner, ranked, exit_code, state) -> str:
-    """Why ``result`` won, in one or two sentences."""
+def _reason(decided_by, winner, ranked, exit_code, state) -> str:
+    """Why the classification won, in one or two sentences."""
     if decided_by == STATE:
         how = f"its evidence is the best line of that class ({winner.pattern.id})" if winner else "no line has that class"
         return f"the SLURM state {state} has a class of its own and wins over every pattern; {how}"
@@ -394,7 +394,7 @@ class Classifier:
         order = {p.id: i for i, p in enumerate(self.patterns)}
         ranked = sorted(found, key=lambda m: (-m.pattern.priority, -m.line_start, order[m.pattern.id]))
         listed = tuple(_explained(m, window) for m in ranked)
-        reason = _reason(decided_by, result, winner, ranked, exit_code, normalize_slurm_state(slurm_state))
+        reason = _reason(decided_by, winner, ranked, exit_code, normalize_slurm_state(slurm_state))
         return Explanation(result, decided_by, reason, listed)
 
     def classify_stream(
