@@ -18,7 +18,11 @@ from neuroflow_recover.workflow.config import stage_max_attempts, validate_confi
 from neuroflow_recover import environment
 from neuroflow_recover.errors import SheetError
 from neuroflow_recover.workflow.layout import RULE_STAGE, Layout, final_targets
-from neuroflow_recover.workflow.sheet import job_subjects, load_sessions, sessions_by_subject
+from neuroflow_recover.workflow.sheet import (
+    job_subjects,
+    load_sessions,
+    sessions_by_subject,
+)
 
 dag_speed.pause_garbage_collector()  # resumed in onstart (Snakefile)
 dag_speed.declare_resource_evaluate()
