@@ -21,7 +21,7 @@ from ..files import decode, regular_file_problem
 from ..logsetup import get_logger
 from .classes import DEFAULT_CLASS, ERROR_CLASSES, NON_RETRYABLE, RESOURCES
 from .patterns import FROM_MATCH, Pattern, PatternPack, parse_pattern, parse_patterns, shipped_pack
-from .prefilter import Prefilter, candidate_lines, line_local
+from .prefilter import Prefilter, candidate_lines, line_bounds, line_local
 
 log = get_logger(__name__)
 
@@ -166,12 +166,6 @@ class Match:
     resource: str | None
 
 
-def _line_bounds(text: str, pos: int) -> tuple[int, int]:
-    start = text.rfind("\n", 0, pos) + 1
-    end = text.find("\n", pos)
-    return start, (len(text) if end < 0 else end)
-
-
 def _resolve(pattern: Pattern, m: re.Match) -> tuple[str, str | None] | None:
     if pattern.error_class != FROM_MATCH:
         return pattern.error_class, pattern.resource
@@ -196,7 +190,7 @@ def _last_match(pattern: Pattern, text: str) -> Match | None:
         m = _search(pattern, rx, text, pos, deadline)
         if m is None:
             break
-        start, end = _line_bounds(text, m.start())
+        start, end = line_bounds(text, m.start())
         if m.end() > end:  # the regex ran over a line end: re-check the line alone
             m = _search(pattern, rx, text[start:end], 0, deadline)
         if m is not None:

@@ -40,15 +40,19 @@ class Prefilter:
         return {self.literals[i]: _lines_with(text, self.literals[i]) for i in found}
 
 
+def line_bounds(text: str, pos: int) -> tuple[int, int]:
+    """(start, end) of the line of `text` that holds offset `pos` (end: its newline)."""
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return start, (len(text) if end < 0 else end)
+
+
 def _lines_with(text: str, literal: str) -> list[tuple[int, int]]:
     lines = []
     pos = text.find(literal)
     while pos >= 0:
-        start = text.rfind("\n", 0, pos) + 1
-        end = text.find("\n", pos)
-        end = len(text) if end < 0 else end
-        lines.append((start, end))
-        pos = text.find(literal, end + 1)
+        lines.append(line_bounds(text, pos))
+        pos = text.find(literal, lines[-1][1] + 1)
     return lines
 
 

@@ -62,9 +62,6 @@ def load_sessions(
     validator = jsonschema.Draft202012Validator(schema)
     quick = _quick_check(schema)
     header, body = rows[0][1], rows[1:]
-    if subjects is not None:
-        column = header.index("participant_id")
-        body = [(n, v) for n, v in body if len(v) > column and v[column].strip() in subjects]
     problems: list[str] = []
     sessions: list[Session] = []
     seen_pair: dict[tuple[str, str], int] = {}
@@ -135,18 +132,24 @@ def _quick_check(schema: dict):
     return quick
 
 
-def _read_rows(path: Path, words: Collection[str] | None = None) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of the header and every non-blank line (with `words`: only the
-    lines with a field that is one of them)."""
+def _read_rows(path: Path, subjects: Collection[str] | None = None) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of the header and every non-blank line (with `subjects`: only
+    the lines of those participants)."""
     rows: list[tuple[int, list[str]]] = []
+    column = None  # of participant_id, once the header is read
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             for fields in reader:
-                if any(f.strip() for f in fields) and (
-                    not rows or words is None or any(f.strip() in words for f in fields)
-                ):
-                    rows.append((reader.line_num, fields))
+                if not any(f.strip() for f in fields):
+                    continue
+                if not rows:  # the header
+                    names = [f.strip() for f in fields]
+                    if subjects is not None and "participant_id" in names:
+                        column = names.index("participant_id")
+                elif column is not None and (len(fields) <= column or fields[column].strip() not in subjects):
+                    continue
+                rows.append((reader.line_num, fields))
     except FileNotFoundError:
         raise SheetError(f"sessions sheet {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
