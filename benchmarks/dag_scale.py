@@ -5,8 +5,11 @@ Generates a sessions sheet of N sessions (default 10,000: 5,000 subjects x 2 ses
 with empty DICOM directories (Snakemake checks that each exists; nothing reads them in a
 dry run), then times `snakemake -n` of workflow/Snakefile on it and prints the figures:
 wall time, CPU time, peak memory and the number of jobs. With --floor it also times the
-same DAG written as static rules without any Python (Snakemake's own cost for that many
-jobs), to separate neuroflow's overhead from Snakemake's.
+same DAG written as static rules without neuroflow's Python (Snakemake's own cost for
+those jobs and files), to separate neuroflow's overhead from Snakemake's: the floor declares
+the very files neuroflow's rules declare (inputs, outputs, logs, benchmarks), since
+Snakemake's cost grows with the number and length of the paths it tracks; a second, older
+floor with the same jobs but short file names and no benchmark files is printed beside it.
 
 With --variants it also times Snakemake options a user may pass for a big dry run (same
 DAG, same jobs): ``--rerun-triggers mtime``, ``--quiet all`` and no ``--quiet`` at all.
@@ -38,7 +41,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-FLOOR_SNAKEFILE = """\
+from neuroflow_recover.workflow.layout import Layout  # noqa: E402
+from neuroflow_recover.workflow.sheet import load_sessions  # noqa: E402
+
+SHORT_FLOOR_SNAKEFILE = """\
 import csv
 import gc
 
@@ -88,6 +94,62 @@ rule parc:
     log: "r/logs/parc/{subject}_{session}.log"
     shell: "touch {output}"
 """
+
+
+def floor_snakefile(cfg: dict) -> str:
+    """neuroflow's DAG as static rules: its jobs and its files, none of its Python."""
+    layout = Layout.from_config(cfg)
+    s, e = "{subject}", "{session}"
+
+    def files(rule: str, *wildcards: str) -> str:
+        return (f"    log: {layout.log(rule, *wildcards)!r}\n"
+                f"    benchmark: {layout.benchmark(rule, *wildcards)!r}\n"
+                '    shell: "touch {output}"\n')  # fmt: skip
+
+    license = f"ancient({cfg['freesurfer_license']!r})"
+    return f"""import csv
+import gc
+
+gc.disable()
+ROWS = list(csv.DictReader(open("sessions.tsv"), delimiter="\\t"))
+SUBJECT_SESSIONS = {{}}
+for row in ROWS:
+    SUBJECT_SESSIONS.setdefault(row["participant_id"], []).append(row["session_id"])
+DICOM = {{(r["participant_id"], r["session_id"]): r["dicom_dir"] for r in ROWS}}
+BIDS = {layout.bids_session_files(s, e)!r}
+DIFFMAPS = {layout.qsiparc_diffmaps(s, e)!r}
+
+wildcard_constraints:
+    subject="[a-zA-Z0-9]+",
+    session="[a-zA-Z0-9]+",
+
+rule all:
+    input: [p.format(subject=r["participant_id"], session=r["session_id"]) for r in ROWS for p in DIFFMAPS]
+
+rule bids_describe:
+    output: {layout.dataset_description!r}
+    log: {layout.describe_log!r}
+    shell: "touch {{output}}"
+
+rule heudiconv_convert:
+    input: lambda wc: ancient(DICOM[(wc.subject, wc.session)]), ancient({cfg["heuristic"]!r})
+    output: BIDS
+{files("heudiconv_convert", s, e)}
+rule qsiprep_preprocess:
+    input:
+        lambda wc: [p.format(subject=wc.subject, session=e) for e in SUBJECT_SESSIONS[wc.subject] for p in BIDS],
+        ancient({layout.dataset_description!r}),
+        {license},
+    output: {layout.qsiprep_report(s)!r}
+{files("qsiprep_preprocess", s)}
+rule qsirecon_reconstruct:
+    input: {layout.qsiprep_report(s)!r}, {license}
+    output: {layout.qsirecon_dsegs(s, e) + layout.qsirecon_scalar_maps(s, e)!r}
+{files("qsirecon_reconstruct", s, e)}
+rule qsiparc_parcellate:
+    input: {layout.qsirecon_dsegs(s, e) + layout.qsirecon_scalar_maps(s, e)!r}
+    output: DIFFMAPS
+{files("qsiparc_parcellate", s, e)}"""
 
 
 def make_study(root: Path, sessions: int, per_subject: int) -> int:
@@ -234,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from neuroflow_recover.workflow.sheet import load_sessions
 
     root = Path(tempfile.mkdtemp(prefix="neuroflow-dag-scale-"))
     try:
@@ -268,17 +329,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"{variant['cpu_s']:.1f} s CPU, {variant['jobs']} jobs"
                 )
         if args.floor:
-            (root / "Floor.smk").write_text(FLOOR_SNAKEFILE)
-            floor = dry_run(root, root / "Floor.smk", [])
-            print(
-                f"floor:     snakemake -n  {floor['wall_s']:.1f} s wall, {floor['cpu_s']:.1f} s CPU, "
-                f"peak {floor['peak_mb']:.0f} MB, {floor['jobs']} jobs (the same DAG as static "
-                "rules: Snakemake's own cost)"
-            )
-            print(
-                f"neuroflow/floor: CPU {figures['cpu_s'] / floor['cpu_s']:.2f}, "
-                f"peak {figures['peak_mb'] / floor['peak_mb']:.2f} (goal <= 1.2)"
-            )
+            from neuroflow_recover.workflow.config import load_config
+
+            (root / "Floor.smk").write_text(floor_snakefile(load_config(root, ["config.yaml"])))
+            (root / "Short.smk").write_text(SHORT_FLOOR_SNAKEFILE)
+            for name, snakefile in (("floor", "Floor.smk"), ("short floor", "Short.smk")):
+                floor = dry_run(root, root / snakefile, [])
+                print(
+                    f"{name + ':':<12} snakemake -n  {floor['wall_s']:.1f} s wall, "
+                    f"{floor['cpu_s']:.1f} s CPU, peak {floor['peak_mb']:.0f} MB, "
+                    f"{floor['jobs']} jobs"
+                )
+                print(
+                    f"neuroflow/{name}: CPU {figures['cpu_s'] / floor['cpu_s']:.2f}, "
+                    f"peak {figures['peak_mb'] / floor['peak_mb']:.2f}"
+                    + (" (goal <= 1.2)" if name == "floor" else " (short file names, no benchmark files)")
+                )
     finally:
         if args.keep:
             print(f"kept {root}")
