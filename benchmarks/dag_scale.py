@@ -41,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from measure import measured, scratch  # noqa: E402
+
 from neuroflow_recover.workflow.layout import Layout  # noqa: E402
 from neuroflow_recover.workflow.sheet import load_sessions  # noqa: E402
 
@@ -190,7 +192,7 @@ def dry_run(
     quiet: list[str] | None = None,
     pythonpath: Path | None = None,
 ) -> dict:
-    """Time one `snakemake -n` (wall, CPU and peak RSS of that child alone) and count its jobs.
+    """Time one `snakemake -n` (wall, CPU and peak memory of Snakemake alone), count its jobs.
 
     ``quiet`` replaces the default ``--quiet rules`` (any options; [] = print everything);
     ``pythonpath`` puts another copy of the package first (a baseline revision).
@@ -204,23 +206,18 @@ def dry_run(
         "--workflow-profile", "none", *extra,
     ]  # fmt: skip
     with tempfile.TemporaryFile("w+") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=root
-        )  # not the repository: `python -m` puts the cwd first on sys.path
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        # cwd not the repository: `python -m` puts the cwd first on sys.path
+        usage = measured(cmd, root, env=env, stdout=out, stderr=subprocess.STDOUT)
         out.seek(0)
         output = out.read()
-    if proc.returncode:
-        sys.exit(f"snakemake failed ({proc.returncode}):\n{output[-6000:]}")
+    if usage.code:
+        sys.exit(f"snakemake failed ({usage.code}):\n{output[-6000:]}")
     shutil.rmtree(root / ".snakemake", ignore_errors=True)  # every run starts alike
     total = re.search(r"^total\s+(\d+)", output, re.M)
     return {
-        "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_mb": usage.ru_maxrss / 1024,
+        "wall_s": usage.wall,
+        "cpu_s": usage.cpu,
+        "peak_mb": usage.mb,
         "jobs": int(total.group(1)) if total else -1,
     }
 
@@ -297,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
 
-    root = Path(tempfile.mkdtemp(prefix="neuroflow-dag-scale-"))
-    try:
+    with scratch("neuroflow-dag-scale-", args.keep) as root:
         start = time.perf_counter()
         subjects = make_study(root, args.sessions, args.sessions_per_subject)
         print(f"study: {args.sessions} sessions of {subjects} subjects in {root} "
@@ -345,11 +341,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"peak {figures['peak_mb'] / floor['peak_mb']:.2f}"
                     + (" (goal <= 1.2)" if name == "floor" else " (short file names, no benchmark files)")
                 )
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -17,7 +17,6 @@ Prints times, peak memory and the ratios. Goals: pending-only < 5 s at 10,000 se
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from measure import measured, scratch  # noqa: E402
 
 from neuroflow_recover import environment  # noqa: E402
 from neuroflow_recover.recover.plan import make_plan, record_state  # noqa: E402
@@ -104,16 +105,6 @@ JOBSTEP = ["--allowed-rules", "qsiparc_parcellate", "--cores", "1", "--attempt",
 FLOOR_SNAKEFILE = 'rule qsiparc_parcellate:\n    output: "x/{subject}_{session}"\n    shell: "touch {output}"\n'
 
 
-# a child's peak memory counts the pages of the process it was forked from: Snakemake is
-# started by a small Python that reports its usage, not by this (large) process
-MEASURE = """import json, os, subprocess, sys
-child = subprocess.Popen(sys.argv[2:])
-_, status, usage = os.wait4(child.pid, 0)
-json.dump({"code": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime,
-           "mb": usage.ru_maxrss / 1024}, open(sys.argv[1], "w"))
-"""
-
-
 def dry_run(root: Path, *args: str, sheet: Path | None = None, snakefile: Path | None = None,
             targets: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """One `snakemake -n` in `root`: wall time, CPU, this child's peak memory, jobs."""
@@ -124,19 +115,15 @@ def dry_run(root: Path, *args: str, sheet: Path | None = None, snakefile: Path |
     command = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--snakefile",
                str(snakefile or REPO / "workflow" / "Snakefile"), "--configfile", "config.yaml",
                "--workflow-profile", "none", *TRIGGERS, *args, "--", *targets]  # fmt: skip
-    with tempfile.TemporaryFile("w+") as out, tempfile.NamedTemporaryFile("r") as usage:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", MEASURE, usage.name, *command], cwd=root, env=env,
-                       stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-        wall = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as out:
+        usage = measured(command, root, env=env, stdout=out, stderr=subprocess.STDOUT)
         out.seek(0)
         text = out.read()
-        figures = json.loads(usage.read() or "{}")
-    if figures.get("code") != 0:
+    if usage.code != 0:
         sys.exit(f"snakemake failed:\n{text[-3000:]}")
     shutil.rmtree(root / ".snakemake", ignore_errors=True)
     jobs = [line.split()[1] for line in text.splitlines() if line.startswith("total ")]
-    return {"wall": wall, "cpu": figures["cpu"], "mb": figures["mb"], "jobs": int(jobs[0]) if jobs else 0}
+    return {"wall": usage.wall, "cpu": usage.cpu, "mb": usage.mb, "jobs": int(jobs[0]) if jobs else 0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--skip-full", action="store_true", help="no full plan (minutes at 100,000)")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="neuroflow-daily-"))
-    try:
+    with scratch("neuroflow-daily-", args.keep) as root:
         start = time.perf_counter()
         make_study(root, args.sessions)
         print(f"study: {args.sessions} finished sessions + {NEW} new "
@@ -176,11 +162,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one job's start-up (SLURM job command line, best of 3): {job['wall']:.1f} s, "
               f"{job['mb']:.0f} MB; Snakemake alone {bare['wall']:.1f} s, {bare['mb']:.0f} MB; "
               f"ratio {job['wall'] / bare['wall']:.2f} time, {job['mb'] / bare['mb']:.2f} memory")
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -27,7 +27,6 @@ import csv
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from measure import Usage, measured, scratch  # noqa: E402
 
 from neuroflow_recover.classify.patterns import shipped_pack  # noqa: E402
 
@@ -133,17 +134,12 @@ def ere(regex: str) -> str:
     return out.replace(r"\S", "[^[:space:]]")
 
 
-def timed(command: list[str], cwd: Path, out) -> dict:
+def timed(command: list[str], cwd: Path, out) -> tuple[Usage, str]:
+    """The command measured alone, and what it printed on stderr."""
     with tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=stderr)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
+        usage = measured(command, cwd, stdout=out, stderr=stderr)
         stderr.seek(0)
-        err = stderr.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "mb": usage.ru_maxrss / 1024,
-            "code": code, "stderr": err}  # fmt: skip
+        return usage, stderr.read().decode(errors="replace")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=float, default=1.0, help="size of a rule log")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="neuroflow-ingest-"))
-    try:
+    with scratch("neuroflow-ingest-", args.keep) as root:
         start = time.perf_counter()
         make_study(root, args.logs, int(args.mb * 1_000_000))
         logs = sorted((root / "logs" / "toy_step").iterdir())
@@ -166,27 +161,22 @@ def main(argv: list[str] | None = None) -> int:
         (root / "patterns.ere").write_text("\n".join(patterns) + "\n")
         grep = ["grep", "-E", "-H", "-f", "patterns.ere", *files]
         with open(root / "grep.out", "wb") as out:  # warm the page cache, check the patterns
-            warm = timed(grep, root, out)
-        if warm["code"] not in (0, 1) or warm["stderr"]:
-            sys.exit(f"grep failed ({warm['code']}): {warm['stderr'][:2000]}")
+            warm, error = timed(grep, root, out)
+        if warm.code not in (0, 1) or error:
+            sys.exit(f"grep failed ({warm.code}): {error[:2000]}")
         with open(root / "grep.out", "wb") as out:
-            by_grep = timed(grep, root, out)
+            by_grep, _ = timed(grep, root, out)
         matched = sum(1 for _ in open(root / "grep.out", "rb"))
         ingest = [sys.executable, "-m", "neuroflow_recover.cli", "-d", ".", "ingest", "--json"]
         with open(root / "ingest.out", "wb") as out:
-            by_us = timed(ingest, root, out)
-        if by_us["code"] != 0:
-            sys.exit(f"ingest failed ({by_us['code']}): {by_us['stderr'][-3000:]}")
-        print(f"grep -E -f ({len(patterns)} patterns): {by_grep['wall']:.1f} s, "
-              f"{size / by_grep['wall']:,.0f} MB/s, {by_grep['mb']:.0f} MB peak, {matched} lines")
-        print(f"neuroflow-recover ingest:  {by_us['wall']:.1f} s, "
-              f"{size / by_us['wall']:,.0f} MB/s, {by_us['mb']:.0f} MB peak")
-        print(f"ingest/grep throughput = {by_grep['wall'] / by_us['wall']:.2f} (goal >= 0.5)")
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+            by_us, error = timed(ingest, root, out)
+        if by_us.code != 0:
+            sys.exit(f"ingest failed ({by_us.code}): {error[-3000:]}")
+        print(f"grep -E -f ({len(patterns)} patterns): {by_grep.wall:.1f} s, "
+              f"{size / by_grep.wall:,.0f} MB/s, {by_grep.mb:.0f} MB peak, {matched} lines")
+        print(f"neuroflow-recover ingest:  {by_us.wall:.1f} s, "
+              f"{size / by_us.wall:,.0f} MB/s, {by_us.mb:.0f} MB peak")
+        print(f"ingest/grep throughput = {by_grep.wall / by_us.wall:.2f} (goal >= 0.5)")
     return 0
 
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from measure import scratch  # noqa: E402
 
 from neuroflow_recover.cli.render import render_status_csv, render_status_table  # noqa: E402
 from neuroflow_recover.cli.status_html import render_status_html  # noqa: E402
@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", type=Path, default=None, help="also write the HTML report")
     parser.add_argument("--keep", action="store_true", help="keep the generated study")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="neuroflow-status-scale-"))
-    try:
+    with scratch("neuroflow-status-scale-", args.keep) as root:
         failures, _ = timed(f"generate {args.sessions} sessions", lambda: make_study(
             root, args.sessions))  # fmt: skip
         timed(f"queue {len(failures)} failures", lambda: queue_failures(root, failures))
@@ -183,11 +182,6 @@ def main(argv: list[str] | None = None) -> int:
             args.html.write_text(page)
             print(f"wrote {args.html} ({len(page) / 1e6:.1f} MB)")
         db.dispose()
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
