@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from .. import __version__
 from ..workflow.layout import Layout
@@ -68,10 +70,10 @@ def make_plan(
 ) -> Plan:
     """A full plan with its reason, or the subjects that need work."""
     workdir = Path(workdir)
-    reason = _full_reason(workdir, cfg, sessions, snakefile_dir, options, triggers)
+    state = _read_state(workdir)
+    reason = _full_reason(workdir, state, cfg, sessions, snakefile_dir, options, triggers)
     if reason is not None:
         return Plan(True, reason)
-    state = _read_state(workdir)
     known = state["sheet"]
     layout = Layout.from_config(cfg).within(workdir)
     pending = [
@@ -142,7 +144,7 @@ def snakefile_dir(workdir: Path, options: list[str]) -> Path:
     return Path(workdir)
 
 
-def _full_reason(workdir, cfg, sessions, snakefile_dir, options, triggers) -> str | None:
+def _full_reason(workdir, state, cfg, sessions, snakefile_dir, options, triggers) -> str | None:
     """Why equivalence cannot be established cheaply (None: it can)."""
     selecting = [o for o in options if o.split("=", 1)[0] in SELECTING_OPTIONS]
     if selecting:
@@ -150,7 +152,6 @@ def _full_reason(workdir, cfg, sessions, snakefile_dir, options, triggers) -> st
     if triggers is None or not triggers <= REPLICABLE_TRIGGERS:
         shown = ", ".join(sorted(triggers)) if triggers else "all (Snakemake's default)"
         return f"re-run triggers {shown}: only mtime and input are replicated"
-    state = _read_state(workdir)
     if state is None:
         return "no earlier run recorded"
     changed = [k for k, v in fingerprint(cfg, snakefile_dir).items()
@@ -172,31 +173,34 @@ def _full_reason(workdir, cfg, sessions, snakefile_dir, options, triggers) -> st
 def _needs_work(layout: Layout, subject: str, rows: list[Session]) -> bool:
     """Snakemake's decision for the subject's jobs: a declared output missing, or an output
     older than a non-ancient input (mtime trigger)."""
-    bids = [p for s in rows for p in layout.bids_session_files(s.subject, s.session)]
-    bids_times = _mtimes(bids)
-    report = _mtimes([layout.qsiprep_report(subject)])
-    if bids_times is None or report is None or report[0] < max(bids_times):
+    bids = _span(p for s in rows for p in layout.bids_session_files(s.subject, s.session))
+    report = _span((layout.qsiprep_report(subject),))
+    if bids is None or report is None or report[0] < bids[1]:
         return True
     for s in rows:
-        recon = _mtimes(layout.qsirecon_dsegs(subject, s.session)
-                        + layout.qsirecon_scalar_maps(subject, s.session))  # fmt: skip
-        if recon is None or min(recon) < report[0]:
+        recon = _span(layout.qsirecon_dsegs(subject, s.session)
+                      + layout.qsirecon_scalar_maps(subject, s.session))  # fmt: skip
+        if recon is None or recon[0] < report[0]:
             return True
-        parc = _mtimes(layout.qsiparc_diffmaps(subject, s.session))
-        if parc is None or min(parc) < max(recon):
+        parc = _span(layout.qsiparc_diffmaps(subject, s.session))
+        if parc is None or parc[0] < recon[1]:
             return True
     return False
 
 
-def _mtimes(paths: list[str]) -> list[float] | None:
-    """Every path's mtime, or None when one is missing."""
-    times = []
+def _span(paths: Iterable[str]) -> tuple[float, float] | None:
+    """(oldest, newest) mtime of the paths, or None when one is missing (or none given)."""
+    oldest, newest = math.inf, -math.inf
     for path in paths:
         try:
-            times.append(os.stat(path).st_mtime)
+            mtime = os.stat(path).st_mtime
         except OSError:
             return None
-    return times
+        if mtime < oldest:
+            oldest = mtime
+        if mtime > newest:
+            newest = mtime
+    return None if newest == -math.inf else (oldest, newest)
 
 
 def _write_subset(workdir: Path, sessions: list[Session], subjects: set[str]) -> Path:
