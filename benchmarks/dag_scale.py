@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from measure import measured, scratch  # noqa: E402
 
+from neuroflow_recover.workflow.config import load_config  # noqa: E402
 from neuroflow_recover.workflow.layout import Layout  # noqa: E402
 from neuroflow_recover.workflow.sheet import load_sessions  # noqa: E402
 
@@ -232,6 +233,13 @@ def baseline_tree(rev: str, into: Path) -> Path:
     return into
 
 
+def _medians(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {key: statistics.median(r[key] for r in items) for key in ("wall_s", "cpu_s", "peak_mb")}
+        for name, items in runs.items()
+    }  # fmt: skip
+
+
 def compare(root: Path, rev: str, repeat: int) -> None:
     """This tree and revision `rev`, alternately `repeat` times on the same study: medians
     and their ratios (this / baseline)."""
@@ -241,10 +249,7 @@ def compare(root: Path, rev: str, repeat: int) -> None:
     for _ in range(repeat):
         runs["this"].append(dry_run(root, REPO / "workflow" / "Snakefile", extra))
         runs[rev].append(dry_run(root, base / "workflow" / "Snakefile", extra, pythonpath=base))
-    medians = {
-        name: {key: statistics.median(r[key] for r in items) for key in ("wall_s", "cpu_s", "peak_mb")}
-        for name, items in runs.items()
-    }
+    medians = _medians(runs)
     for name, m in medians.items():
         jobs = {r["jobs"] for r in runs[name]}
         print(
@@ -275,6 +280,30 @@ def plugin_overhead(root: Path, repeat: int) -> None:
     )
 
 
+def floor_comparison(root: Path, first: dict, repeat: int) -> None:
+    """neuroflow (its first run: `first`) and the two floors, alternately `repeat` times:
+    medians and the ratios neuroflow/floor."""
+    (root / "Floor.smk").write_text(floor_snakefile(load_config(root, ["config.yaml"])))
+    (root / "Short.smk").write_text(SHORT_FLOOR_SNAKEFILE)
+    runs: dict[str, list[dict]] = {"neuroflow": [first], "floor": [], "short floor": []}
+    for index in range(repeat):
+        if index:
+            runs["neuroflow"].append(dry_run(
+                root, REPO / "workflow" / "Snakefile", ["--configfile", str(root / "config.yaml")]
+            ))  # fmt: skip
+        runs["floor"].append(dry_run(root, root / "Floor.smk", []))
+        runs["short floor"].append(dry_run(root, root / "Short.smk", []))
+    median = _medians(runs)
+    for name, m in median.items():
+        print(f"{name + ':':<12} median of {repeat}: {m['wall_s']:.1f} s wall, "
+              f"{m['cpu_s']:.1f} s CPU, peak {m['peak_mb']:.0f} MB, "
+              f"jobs {sorted({r['jobs'] for r in runs[name]})}")  # fmt: skip
+    ours = median["neuroflow"]
+    for name, note in (("floor", "goal <= 1.2"), ("short floor", "short names, no benchmarks")):
+        print(f"neuroflow/{name}: CPU {ours['cpu_s'] / median[name]['cpu_s']:.2f}, "
+              f"peak {ours['peak_mb'] / median[name]['peak_mb']:.2f} ({note})")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
@@ -287,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", metavar="REV", help="also time git revision REV, alternately, and compare"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each, --baseline/--plugin")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each, --floor/--baseline/--plugin"
+    )
     parser.add_argument(
         "--plugin", action="store_true", help="also time the logger plugin's overhead"
     )
@@ -325,22 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{variant['cpu_s']:.1f} s CPU, {variant['jobs']} jobs"
                 )
         if args.floor:
-            from neuroflow_recover.workflow.config import load_config
-
-            (root / "Floor.smk").write_text(floor_snakefile(load_config(root, ["config.yaml"])))
-            (root / "Short.smk").write_text(SHORT_FLOOR_SNAKEFILE)
-            for name, snakefile in (("floor", "Floor.smk"), ("short floor", "Short.smk")):
-                floor = dry_run(root, root / snakefile, [])
-                print(
-                    f"{name + ':':<12} snakemake -n  {floor['wall_s']:.1f} s wall, "
-                    f"{floor['cpu_s']:.1f} s CPU, peak {floor['peak_mb']:.0f} MB, "
-                    f"{floor['jobs']} jobs"
-                )
-                print(
-                    f"neuroflow/{name}: CPU {figures['cpu_s'] / floor['cpu_s']:.2f}, "
-                    f"peak {figures['peak_mb'] / floor['peak_mb']:.2f}"
-                    + (" (goal <= 1.2)" if name == "floor" else " (short file names, no benchmark files)")
-                )
+            floor_comparison(root, figures, args.repeat)
     return 0
 
 
