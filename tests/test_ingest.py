@@ -16,16 +16,19 @@ from sqlalchemy import func, select
 
 from dlq_workflows import behave, main_logs, make_toy_workflow, recover, snakemake
 from helpers import VENV_BIN
+from neuroflow_recover.logs.records import FailedJob, JobAttempt, RunLog
 from neuroflow_recover.queue.database import open_database
 from neuroflow_recover.queue.entries import entry_details
-from neuroflow_recover.queue.ingest import file_digest, ingest_logs
+from neuroflow_recover.queue.ingest import IngestContext, build_failure, file_digest, ingest_logs
 from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry, IngestedLog
-from neuroflow_recover.workflow.config import load_config
-
-pytestmark = pytest.mark.workflow
+from neuroflow_recover.step.attempts import AttemptRecord, write_record
+from neuroflow_recover.workflow.config import load_config, validate_config
+from neuroflow_recover.workflow.layout import final_targets
+from neuroflow_recover.workflow.sheet import load_sessions
 
 NO_DICOM = "Error: Unable to find any DICOM images in dicom/01 (or subfolders 5 deep)"
 STALE = "OSError: [Errno 116] Stale file handle"
+REPORT = "out/derivatives/qsiprep/sub-01.html"  # the output of qsiprep_preprocess for 01
 
 
 def _two_failing_runs(root: Path, use_exec: bool) -> Path:
@@ -84,6 +87,7 @@ def _snapshot(db) -> tuple:
     return entries, history, logs
 
 
+@pytest.mark.workflow
 def test_ingesting_the_same_logs_three_times_leaves_the_same_rows(plain_runs, tmp_path, backend):
     root = _copy(plain_runs, tmp_path / "wf")
     cfg = load_config(root)
@@ -115,6 +119,7 @@ def test_ingesting_the_same_logs_three_times_leaves_the_same_rows(plain_runs, tm
     db.dispose()
 
 
+@pytest.mark.workflow
 def test_attempt_records_give_the_classification_and_history(exec_runs, tmp_path, backend):
     root = _copy(exec_runs, tmp_path / "wf")
     db = open_database(backend.url(), root)
@@ -138,6 +143,7 @@ def test_attempt_records_give_the_classification_and_history(exec_runs, tmp_path
     db.dispose()
 
 
+@pytest.mark.workflow
 def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, tmp_path, backend):
     root = _copy(plain_runs, tmp_path / "wf")
     log_dir = root / ".snakemake" / "log"
@@ -168,6 +174,7 @@ def test_garbage_and_in_progress_logs_are_skipped_without_aborting(plain_runs, t
     db.dispose()
 
 
+@pytest.mark.workflow
 def test_the_log_of_a_live_run_is_left_for_later(plain_runs, tmp_path):
     """A Snakemake that holds the lock and is alive: its log is `in-progress`, not read."""
     root = _copy(plain_runs, tmp_path / "wf")
@@ -197,6 +204,7 @@ def test_the_log_of_a_live_run_is_left_for_later(plain_runs, tmp_path):
         holder.wait(timeout=600)
 
 
+@pytest.mark.workflow
 def test_a_success_in_a_later_log_closes_the_open_entry(plain_runs, tmp_path, backend):
     """02_1 failed in run 1 and succeeded in run 2: ingesting both leaves it resolved."""
     root = _copy(plain_runs, tmp_path / "wf")
@@ -226,6 +234,7 @@ def test_a_success_in_a_later_log_closes_the_open_entry(plain_runs, tmp_path, ba
     db.dispose()
 
 
+@pytest.mark.workflow
 def test_a_success_older_than_the_last_failure_does_not_close_the_entry(plain_runs, tmp_path, backend):
     """Logs ingested out of order: the success in run 2 predates a failure recorded later."""
     root = _copy(plain_runs, tmp_path / "wf")
@@ -251,6 +260,7 @@ def test_a_success_older_than_the_last_failure_does_not_close_the_entry(plain_ru
     db.dispose()
 
 
+@pytest.mark.workflow
 def test_a_plain_snakemake_rerun_that_succeeds_resolves_the_entry_via_ingest(tmp_path):
     root = make_toy_workflow(tmp_path / "wf", [("01", "1"), ("01", "2")])
     behave(root, "01", "2", "until|fixed|1|MemoryError")
@@ -272,6 +282,7 @@ def test_a_plain_snakemake_rerun_that_succeeds_resolves_the_entry_via_ingest(tmp
     assert (shown["resolved"], shown["resolved_by"]) == (True, "snakemake")
 
 
+@pytest.mark.workflow
 def test_logs_are_hashed_in_chunks_and_never_held_in_memory(plain_runs, tmp_path, backend):
     root = _copy(plain_runs, tmp_path / "wf")
     first = main_logs(root)[0]
@@ -298,3 +309,88 @@ def test_logs_are_hashed_in_chunks_and_never_held_in_memory(plain_runs, tmp_path
         (row,) = session.scalars(select(IngestedLog))
         assert row.size == big.stat().st_size
     db.dispose()
+
+
+# --- one failed job, in process (no Snakemake): what build_failure keeps about it ----------
+
+
+def _context(root: Path) -> IngestContext:
+    """A study in `root` whose sheet has two sessions of subject 01 and one of 02."""
+    (root / "s.tsv").write_text(
+        "participant_id\tsession_id\tdicom_dir\n01\t1\td1\n01\t2\td2\n02\t1\td3\n"
+    )
+    return IngestContext.build(root, validate_config({"sessions": "s.tsv", "output_dir": "out"}))
+
+
+def _job(**fields) -> FailedJob:
+    """qsiprep_preprocess of subject 01 failed once; no failure time, message or SLURM state."""
+    return FailedJob(**{
+        "log_path": "run.log", "run_id": "run", "jobid": 3, "rule": "qsiprep_preprocess",
+        "wildcards": {"subject": "01"}, "attempts": 1, "resources": {}, "output": [REPORT],
+        "log_files": [], "message": "", **fields,
+    })  # fmt: skip
+
+
+def _run_log(**fields) -> RunLog:
+    return RunLog(**{
+        "path": "run.log", "run_id": "run", "started_at": None, "finished_at": None,
+        "complete": True, "failed": True, "jobs_finished": 0, "failed_jobs": [], **fields,
+    })  # fmt: skip
+
+
+def test_only_the_attempt_records_of_the_runs_time_window_classify_the_job(tmp_path):
+    context, job = _context(tmp_path), _job()
+    records = [
+        ("2026-01-01T10:30:00+00:00", "ConfigurationError"),  # a run before
+        ("2026-01-02T10:30:00+00:00", "TransientError"),  # this run
+        ("2026-01-03T10:30:00+00:00", "ResourceError"),  # a run after
+    ]
+    for started, error in records:
+        write_record(tmp_path, AttemptRecord(
+            rule=job.rule, stage="qsiprep", wildcards=job.wildcards, attempt=1,
+            started_at=started, ended_at=started, exit_code=1, error_class=error,
+            retryable=True, resource=None, pattern_id=None, evidence=error,
+        ))  # fmt: skip
+    run_log = _run_log(started_at=datetime(2026, 1, 2, 10, tzinfo=UTC),
+                       finished_at=datetime(2026, 1, 2, 11, tzinfo=UTC))  # fmt: skip
+    failure = build_failure(context, run_log, job)
+    assert failure.error_type == "TransientError"
+    assert [e.started_at for e in failure.events] == [datetime(2026, 1, 2, 10, 30, tzinfo=UTC)]
+
+
+def test_a_job_without_a_failure_time_failed_when_its_run_ended_else_now(tmp_path):
+    context, job = _context(tmp_path), _job()
+    ended = datetime(2026, 1, 2, 11, 0)  # the main log's naive local time
+    failure = build_failure(context, _run_log(finished_at=ended), job)
+    assert failure.failed_at == ended.astimezone(UTC)
+    before = datetime.now(UTC)
+    failed_at = build_failure(context, _run_log(), job).failed_at  # the run's end unknown too
+    assert failed_at.tzinfo is UTC and before <= failed_at <= datetime.now(UTC)
+
+
+def test_a_failure_keeps_the_jobs_slurm_state_inputs_and_empty_message(tmp_path):
+    block = JobAttempt(3, "qsiprep_preprocess", {"subject": "01"}, {}, [REPORT], [],
+                       input=["bids/sub-01/ses-1", "bids/sub-01/ses-2"])  # fmt: skip
+    job = _job(slurm_state="OUT_OF_MEMORY", attempt_details=[block])
+    failure = build_failure(_context(tmp_path), _run_log(), job)
+    assert (failure.slurm_state, failure.error_message, failure.error_details["input"]) == (
+        "OUT_OF_MEMORY", "", ["bids/sub-01/ses-1", "bids/sub-01/ses-2"])  # fmt: skip
+
+
+def test_a_workflow_jobs_targets_add_the_final_outputs_of_its_subjects_sessions(tmp_path):
+    context = _context(tmp_path)
+    failure = build_failure(context, _run_log(), _job())
+    finals = final_targets(context.cfg, load_sessions(tmp_path / "s.tsv"), "01")
+    assert {path.split("/")[4] for path in finals} == {"ses-1", "ses-2"}
+    assert failure.targets == [REPORT, *finals]
+
+
+def test_a_job_of_a_rule_outside_the_workflow_is_targeted_without_reading_the_sheet(
+    tmp_path, logged
+):
+    context = _context(tmp_path)
+    (tmp_path / "s.tsv").unlink()  # reading it would warn that it cannot be read
+    job = _job(rule="toy_step", wildcards={"subject": "01", "session": "1"},
+               output=["results/01/1.txt"])  # fmt: skip
+    assert build_failure(context, _run_log(), job).targets == ["results/01/1.txt"]
+    assert [event["event"] for event in logged] == []
