@@ -20,7 +20,8 @@ DAG, same jobs): ``--rerun-triggers mtime``, ``--quiet all`` and no ``--quiet`` 
     python benchmarks/dag_scale.py --plugin                       # the logger plugin's cost
 
 Measured (Snakemake 9.27.1, 2 loaded cores, 10,000 sessions = 35,002 jobs): ~58 s CPU
-before the scale work, ~50 s after, the static-rule floor ~37-40 s. Variants: printing every
+before the scale work, ~50 s after; figures against the floor are in the README
+(Benchmarks). Variants: printing every
 job block (no --quiet) ~57 s, and so is --quiet all (Snakemake 9.27.1 still prints the job
 blocks of a dry run); --rerun-triggers mtime ~51 s, no change. Use --quiet rules.
 """
