@@ -25,6 +25,7 @@ from neuroflow_recover.classify.classifier import (
 )
 from neuroflow_recover.classify.corpus import read_corpus
 from neuroflow_recover.classify.patterns import required_literals, shipped_pack
+from neuroflow_recover.classify.prefilter import Prefilter
 from neuroflow_recover.errors import ConfigError, LogReadError, NeuroflowError
 from neuroflow_recover.step.messages import format_missing_outputs, format_not_starting
 
@@ -784,3 +785,9 @@ def test_the_prefilter_finds_what_searching_the_whole_text_finds(where):
         fast = [(m.pattern.id, m.line_start, m.line, m.error_class) for m in classifier.matches(text)]
         whole = [_last_match(p, window) for p in classifier.patterns]
         assert fast == [(m.pattern.id, m.line_start, m.line, m.error_class) for m in whole if m], row.id
+
+
+def test_a_prefilter_without_literals_finds_no_candidate_lines():
+    """Patterns without required literals (only those: a pack of user patterns) leave the
+    prefilter empty; every pattern then searches the whole text."""
+    assert Prefilter([]).lines_by_literal("Killed\nout of memory\n") == {}
