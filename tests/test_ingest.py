@@ -45,6 +45,7 @@ from neuroflow_recover.queue.ingest import (
     close_succeeded,
     file_digest,
     ingest_live,
+    ingest_log,
     ingest_logs,
     ingest_one,
     logs_to_catch_up,
@@ -930,26 +931,40 @@ def test_a_database_failure_in_a_batch_names_what_was_committed(tmp_path, backen
 def test_the_batch_classifies_and_notifies_with_the_callers_config_and_invocation(
     tmp_path, backend
 ):
-    root = _workdir(tmp_path, "stale_handle")
+    """Only new entries are announced: python_memoryerror 01/1 was queued before."""
+    root = _workdir(tmp_path, "memory_error", "stale_handle")
     cfg = {"error_handling": {
         "patterns": [{"id": "site_nfs", "pattern": "Stale file handle", "class": "ResourceError",
                       "resource": "disk"}],
         "notifications": {"slack_webhook": "http://127.0.0.1:9/hook"},
     }}  # fmt: skip
     db = open_database(backend.url(), root)
+    with db.sessions.begin() as session:
+        queued = _queued(session, "python_memoryerror", "01/1", datetime(2026, 1, 1, tzinfo=UTC))
     with db.sessions() as session:
         report = ingest_logs(session, root, cfg, invocation={"configfiles": ["site.yaml"]})
-    (failure,) = report.failures
-    assert (failure.error_type, failure.resource, failure.pattern_id) == (
+    extended, stale = report.failures
+    assert (stale.error_type, stale.resource, stale.pattern_id) == (
         "ResourceError", "disk", "site_nfs"
     )
+    assert (report.entry_ids[0], len(report.entry_ids)) == (queued, 2)
     command = shlex.join(["neuroflow-recover", "-d", str(root.absolute()),
                           "--configfile", "site.yaml"])  # fmt: skip
     with db.sessions() as session:
         (notification,) = session.scalars(select(Notification))
-    assert (notification.entry_ids, f"{command} retry {report.entry_ids[0]}" in notification.text
-            ) == (report.entry_ids, True)  # fmt: skip
+    assert (notification.entry_ids, f"{command} retry {report.entry_ids[1]}" in notification.text
+            ) == (report.entry_ids[1:], True)  # fmt: skip
     db.dispose()
+
+
+def test_each_failure_gets_its_own_copy_of_the_runs_invocation(tmp_path):
+    run_log = parse_log(main_logs(_workdir(tmp_path, "stale_handle"))[0])
+    context = IngestContext.build(tmp_path, {})
+    first = build_failure(context, run_log, run_log.failed_jobs[0])
+    assert first.invocation["snakemake_args"] == ["-c1", "--retries", "1"]  # the log's header
+    first.invocation["snakemake_args"].append("--dry-run")  # e.g. by a retry planning
+    assert build_failure(context, run_log, run_log.failed_jobs[0]).invocation["snakemake_args"] \
+        == ["-c1", "--retries", "1"]  # fmt: skip
 
 
 # --------------------------------- classification and history of one job, from its records or the log
@@ -1026,7 +1041,7 @@ def test_the_last_record_that_ran_classifies_the_job_and_gives_its_output_tail(t
     for record in (
         _record(1, start + timedelta(seconds=10), exit_code=137, error_class="ResourceError",
                 retryable=True, resource="mem_mb", pattern_id="oom_kill", evidence="Killed",
-                tail=["first"]),
+                tail=["first"], log="logs/probe_trap/01_1.attempt-1.log"),
         _record(2, start + timedelta(seconds=30), skipped=True, tail=["not starting probe_trap"]),
         _record(2, start + timedelta(seconds=40), exit_code=75, error_class="TransientError",
                 retryable=True, resource="runtime", pattern_id="stale_nfs", evidence=STALE,
@@ -1040,6 +1055,10 @@ def test_the_last_record_that_ran_classifies_the_job_and_gives_its_output_tail(t
             failure.evidence, failure.exit_code, failure.error_details["tail"]) == (
         "TransientError", True, "runtime", "stale_nfs", STALE, 75, ["last"]
     )  # fmt: skip
+    assert failure.log_paths == [
+        _shown(main_logs(root)[0]), "logs/probe_trap/01_1.log", run_log.failed_jobs[0].slurm_log,
+        "logs/probe_trap/01_1.attempt-1.log",
+    ]  # fmt: skip
     assert [(e.source, e.error_type) for e in failure.events] == [
         ("attempt-record", "ResourceError"), ("attempt-record", "skipped"),
         ("attempt-record", "TransientError"),
@@ -1088,3 +1107,20 @@ def test_the_window_of_a_run_without_a_start_or_an_end(tmp_path):
     assert window(unknown, replace(job, failed_at=None)) == times[1:4]  # until its mtime
     gone = replace(unknown, path=str(tmp_path / "gone.log"))
     assert window(gone, replace(job, failed_at=None)) == times[1:]  # until now
+
+
+def test_the_end_handler_ingests_its_runs_log_while_the_lock_is_still_held(
+    tmp_path, backend, monkeypatch
+):
+    root = _workdir(tmp_path, "killed_midrun")  # the log ends in the middle of the run
+    _live_run(monkeypatch, root)
+    db = open_database(backend.url(), root)
+    with db.sessions() as session, session.begin():
+        context, log = IngestContext.build(root, {}), main_logs(root)[0]
+        assert ingest_log(session, context, log).status == "in-progress"
+        result = ingest_log(session, context, log, run_ended=True)
+    assert (result.status, result.run_id, result.failures) == (
+        "ingested", "2026-11-28T153432.895977", []
+    )
+    assert _count(db, IngestedLog.id) == 1
+    db.dispose()
