@@ -1124,3 +1124,14 @@ def test_the_end_handler_ingests_its_runs_log_while_the_lock_is_still_held(
     )
     assert _count(db, IngestedLog.id) == 1
     db.dispose()
+
+
+def test_a_success_leaves_the_entries_retry_decides_about_open(tmp_path, backend):
+    root = _workdir(tmp_path, "success")  # shell_ok 01/1 succeeded
+    db = open_database(backend.url(), root)
+    with db.sessions() as session, session.begin():
+        queued = _queued(session, "shell_ok", "01/1", datetime(2026, 1, 1, tzinfo=UTC))
+        result = ingest_log(session, IngestContext.build(root, {}), main_logs(root)[0],
+                            leave_open=["shell_ok/session-1_subject-01"])  # fmt: skip
+        assert (result.resolved_ids, session.get(DeadLetterEntry, queued).resolved) == ([], False)
+    db.dispose()
