@@ -714,13 +714,16 @@ KEEP_GOING = "keep_going_mixed"  # six jobs failed for good; shell_ok 02/2, shel
 # flaky_recover 01/1 (recovered on its 2nd attempt) succeeded, in that order
 
 
-def _queued(session, rule: str, subject: str, failed_at: datetime, resolved_by=None) -> int:
-    """An entry of `rule` for subject/session `subject`/1 or 2, failed at `failed_at`."""
-    subject, session_id = subject.split("/")
+def _queued(session, rule: str, subject: str, failed_at: datetime, resolved_by=None,
+            output=()) -> int:  # fmt: skip
+    """An entry of `rule` for subject/session `subject` ("01/1"; "" for a job without
+    wildcards, known by its `output`), failed at `failed_at`."""
+    wildcards = dict(zip(("subject", "session"), subject.split("/"), strict=True)) if subject \
+        else {}  # fmt: skip
     failure = JobFailure(
-        rule=rule, wildcards={"subject": subject, "session": session_id}, pipeline_name=rule,
-        error_type="TransientError", retryable=True, error_message="", events=[],
-        failed_at=failed_at,
+        rule=rule, wildcards=wildcards, pipeline_name=rule, error_type="TransientError",
+        retryable=True, error_message="", events=[], failed_at=failed_at,
+        error_details={"output": list(output)},
     )  # fmt: skip
     entry = dead_letter(session, failure)
     if resolved_by:
@@ -794,6 +797,13 @@ def test_a_success_without_its_own_time_counts_from_the_runs_end(tmp_path, backe
         assert close_succeeded(session, replace(untimed, finished_at=None), "a.log") == []
         assert close_succeeded(session, untimed, "a.log", leave_open=[key]) == []
         assert close_succeeded(session, untimed, "a.log") == [entry_id]
+        # a job without wildcards is known by its output
+        by_output = _queued(session, "shell_ok", "", ended - timedelta(hours=1),
+                            output=["results/ok.txt"])  # fmt: skip
+        unnamed = replace(job, wildcards={}, output=["results/ok.txt", "results/more.txt"])
+        assert close_succeeded(session, replace(run_log, succeeded=[unnamed]), "a.log") == [
+            by_output
+        ]
         entry = session.get(DeadLetterEntry, entry_id)
         assert (entry.resolved_by, entry.resolution_notes) == ("snakemake", (
             f"the job succeeded in Snakemake run {run_log.run_id} (log a.log, "
@@ -947,7 +957,8 @@ def test_the_batch_classifies_and_notifies_with_the_callers_config_and_invocatio
     assert (stale.error_type, stale.resource, stale.pattern_id) == (
         "ResourceError", "disk", "site_nfs"
     )
-    assert (report.entry_ids[0], len(report.entry_ids)) == (queued, 2)
+    memory_log, stale_log = report.logs  # the extended entry is listed once
+    assert (memory_log.entry_ids, stale_log.entry_ids) == ([queued], report.entry_ids[1:])
     command = shlex.join(["neuroflow-recover", "-d", str(root.absolute()),
                           "--configfile", "site.yaml"])  # fmt: skip
     with db.sessions() as session:
