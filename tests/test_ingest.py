@@ -1002,14 +1002,16 @@ def test_earlier_attempts_are_classified_from_their_job_blocks(tmp_path):
     assert [(e.started_at, e.ended_at) for e in failure.events] == [
         (local_as_utc(b.started_at), local_as_utc(b.ended_at)) for b in blocks[:2]
     ] + [(local_as_utc(blocks[2].started_at), failure.failed_at)]
+    assert [e.resources["mem_mb"] for e in failure.events] == [100, 200, 300]  # each block's
     assert _events_of(build_failure(context, run_log, by_exit_code))[0] == (
         "1", 1, "NonRetryableError", "exit:1", None, None
     )
     # what it printed counts as much as its message, and so does its SLURM state
-    first = replace(by_exit_code.attempt_details[0], message="", printed=STALE)
+    first = replace(by_exit_code.attempt_details[0], printed=STALE)
     printed = replace(by_exit_code, attempt_details=[first, by_exit_code.attempt_details[1]])
-    assert _events_of(build_failure(context, run_log, printed))[0][2:4] == (
-        "TransientError", "stale_nfs"
+    event = build_failure(context, run_log, printed).events[0]
+    assert (event.error_type, event.pattern_id, event.evidence) == (
+        "TransientError", "stale_nfs", STALE
     )
     timed_out = replace(first, printed="", exit_code=None, slurm_state="TIMEOUT",
                         slurm_job_id="41")  # fmt: skip
