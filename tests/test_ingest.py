@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
 import shutil
+import socket
 import subprocess
 import time
 import tracemalloc
@@ -14,35 +17,51 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from dlq_workflows import behave, main_logs, make_toy_workflow, recover, snakemake
 from helpers import VENV_BIN
-from neuroflow_recover.errors import LogFormatError
+from neuroflow_recover.errors import DatabaseUnavailable, LogFormatError
 from neuroflow_recover.logs.parser import parse_log
 from neuroflow_recover.logs.records import FailedJob, JobAttempt, RunLog
 from neuroflow_recover.queue import ingest
-from neuroflow_recover.queue.database import open_database
-from neuroflow_recover.queue.entries import AttemptEvent, entry_details
+from neuroflow_recover.queue.database import describe_failure, is_conflict, open_database
+from neuroflow_recover.queue.entries import (
+    AttemptEvent,
+    JobFailure,
+    dead_letter,
+    entry_details,
+    mark_resolved,
+)
 from neuroflow_recover.queue.ingest import (
     IngestContext,
     IngestReport,
     LogIngest,
     _record_event,
+    _records_in_window,
     build_failure,
     catch_up,
+    close_succeeded,
     file_digest,
     ingest_live,
+    ingest_log,
     ingest_logs,
+    ingest_one,
     logs_to_catch_up,
     not_committed_message,
     pending_logs,
 )
-from neuroflow_recover.queue.models import AttemptHistory, DeadLetterEntry, IngestedLog
+from neuroflow_recover.queue.models import (
+    AttemptHistory,
+    DeadLetterEntry,
+    IngestedLog,
+    Notification,
+)
 from neuroflow_recover.step.attempts import AttemptRecord, write_record
 from neuroflow_recover.times import local_as_utc
 from neuroflow_recover.workflow.config import load_config, validate_config
-from neuroflow_recover.workflow.layout import final_targets
+from neuroflow_recover.workflow.layout import final_targets, job_key
 from neuroflow_recover.workflow.sheet import load_sessions
 
 # runs real Snakemake workflows; the tests of stored logs (below) run in the mutation audit too
@@ -360,19 +379,24 @@ def _run_log(**fields) -> RunLog:
     })  # fmt: skip
 
 
-def test_only_the_attempt_records_of_the_runs_time_window_classify_the_job(tmp_path):
-    context, job = _context(tmp_path), _job()
-    records = [
-        ("2026-01-01T10:30:00+00:00", "ConfigurationError"),  # a run before
-        ("2026-01-02T10:30:00+00:00", "TransientError"),  # this run
-        ("2026-01-03T10:30:00+00:00", "ResourceError"),  # a run after
-    ]
-    for started, error in records:
-        write_record(tmp_path, AttemptRecord(
+def _write_records(root: Path, job: FailedJob, started: list[str], errors=None) -> None:
+    """Attempt records of attempt 1 of `job` started at `started` (with `errors`, else
+    TransientError)."""
+    for when, error in zip(started, errors or ["TransientError"] * len(started), strict=True):
+        write_record(root, AttemptRecord(
             rule=job.rule, stage="qsiprep", wildcards=job.wildcards, attempt=1,
-            started_at=started, ended_at=started, exit_code=1, error_class=error,
+            started_at=when, ended_at=when, exit_code=1, error_class=error,
             retryable=True, resource=None, pattern_id=None, evidence=error,
         ))  # fmt: skip
+
+
+def test_only_the_attempt_records_of_the_runs_time_window_classify_the_job(tmp_path):
+    context, job = _context(tmp_path), _job()
+    _write_records(tmp_path, job, [
+        "2026-01-01T10:30:00+00:00",  # a run before: ConfigurationError
+        "2026-01-02T10:30:00+00:00",  # this run: TransientError
+        "2026-01-03T10:30:00+00:00",  # a run after: ResourceError
+    ], ["ConfigurationError", "TransientError", "ResourceError"])  # fmt: skip
     run_log = _run_log(started_at=datetime(2026, 1, 2, 10, tzinfo=UTC),
                        finished_at=datetime(2026, 1, 2, 11, tzinfo=UTC))  # fmt: skip
     failure = build_failure(context, run_log, job)
@@ -682,3 +706,445 @@ def test_the_message_of_a_database_failure_names_what_was_committed():
         "locked. 0 log(s) ingested and committed before it, each in its own transaction; "
         "not committed: e.log" + tail
     )
+
+
+# ------------------------- a later success, unreadable logs, conflicts, database failures (in process)
+
+KEEP_GOING = "keep_going_mixed"  # six jobs failed for good; shell_ok 02/2, shell_ok 01/1 and
+# flaky_recover 01/1 (recovered on its 2nd attempt) succeeded, in that order
+
+
+def _queued(session, rule: str, subject: str, failed_at: datetime, resolved_by=None,
+            output=()) -> int:  # fmt: skip
+    """An entry of `rule` for subject/session `subject` ("01/1"; "" for a job without
+    wildcards, known by its `output`), failed at `failed_at`."""
+    wildcards = dict(zip(("subject", "session"), subject.split("/"), strict=True)) if subject \
+        else {}  # fmt: skip
+    failure = JobFailure(
+        rule=rule, wildcards=wildcards, pipeline_name=rule, error_type="TransientError",
+        retryable=True, error_message="", events=[], failed_at=failed_at,
+        error_details={"output": list(output)},
+    )  # fmt: skip
+    entry = dead_letter(session, failure)
+    if resolved_by:
+        mark_resolved(entry, resolved_by, "fixed by hand")
+    return entry.id
+
+
+def _finished(run_log: RunLog) -> dict[str, datetime]:
+    return {
+        job_key(job.rule, job.wildcards, job.output): local_as_utc(job.finished_at)
+        for job in run_log.succeeded
+    }
+
+
+def test_a_success_closes_only_the_open_entries_that_failed_before_it(tmp_path, backend, logged):
+    root = _workdir(tmp_path, KEEP_GOING)
+    (log,) = main_logs(root)
+    run_log = parse_log(log)
+    finished = _finished(run_log)
+    flaky = finished["flaky_recover/session-1_subject-01"]
+    db = open_database(backend.url(), root)
+    with db.sessions.begin() as session:
+        ids = [
+            # resolved before: left as it is
+            _queued(session, "shell_ok", "02/2", flaky - timedelta(hours=1), "operator"),
+            # failed when the job succeeded (the run ended later): proves nothing
+            _queued(session, "shell_ok", "01/1", finished["shell_ok/session-1_subject-01"]),
+            _queued(session, "flaky_recover", "01/1", flaky - timedelta(seconds=1)),
+        ]
+    with db.sessions() as session:
+        report = ingest_logs(session, root, {})
+    (item,) = report.logs
+    assert (item.status, item.resolved_ids, report.to_dict()["resolved_ids"]) == (
+        "ingested", [ids[2]], [ids[2]]
+    )
+    assert item.run_errors == ["WorkflowError:\nAt least one job did not complete successfully."]
+    assert item.recovered == ["flaky_recover/session-1_subject-01 (jobid 7, 2 attempts)"]
+    with db.sessions() as session:
+        rows = {
+            e.id: (e.resolved, e.resolved_by, e.resolution_notes)
+            for e in session.scalars(select(DeadLetterEntry).where(DeadLetterEntry.id.in_(ids)))
+        }
+        (ingested,) = session.scalars(select(IngestedLog))
+        row = (ingested.path, ingested.sha256, ingested.size, ingested.run_id,
+               ingested.n_failed, ingested.host)  # fmt: skip
+    assert row == (_shown(log), *file_digest(log), run_log.run_id, 6, socket.gethostname())
+    assert rows == {
+        ids[0]: (True, "operator", "fixed by hand"),
+        ids[1]: (False, None, None),
+        ids[2]: (True, "snakemake", f"the job succeeded in Snakemake run {run_log.run_id} "
+                 f"(log {_shown(log)}, finished {flaky.isoformat(timespec='seconds')})"),
+    }  # fmt: skip
+    assert [(e["event"], e["log_level"], e["entry_id"], e["log"]) for e in logged if "log" in e] == [
+        ("resolved: the job succeeded in a later run", "info", ids[2], _shown(log))
+    ]
+    db.dispose()
+
+
+def test_a_success_without_its_own_time_counts_from_the_runs_end(tmp_path, backend):
+    root = _workdir(tmp_path, "success")  # shell_ok 01/1 finished at 15:34:20, the run .22 later
+    run_log = parse_log(main_logs(root)[0])
+    (job,) = run_log.succeeded
+    ended = local_as_utc(run_log.finished_at)
+    untimed = replace(run_log, succeeded=[replace(job, finished_at=None)])
+    key = "shell_ok/session-1_subject-01"
+    db = open_database(backend.url(), root)
+    with db.sessions.begin() as session:
+        entry_id = _queued(session, "shell_ok", "01/1", local_as_utc(job.finished_at)
+                           + (ended - local_as_utc(job.finished_at)) / 2)  # fmt: skip
+        assert close_succeeded(session, run_log, "a.log") == []  # its own time: before
+        assert close_succeeded(session, replace(untimed, finished_at=None), "a.log") == []
+        assert close_succeeded(session, untimed, "a.log", leave_open=[key]) == []
+        assert close_succeeded(session, untimed, "a.log") == [entry_id]
+        # a job without wildcards is known by its output
+        by_output = _queued(session, "shell_ok", "", ended - timedelta(hours=1),
+                            output=["results/ok.txt"])  # fmt: skip
+        unnamed = replace(job, wildcards={}, output=["results/ok.txt", "results/more.txt"])
+        assert close_succeeded(session, replace(run_log, succeeded=[unnamed]), "a.log") == [
+            by_output
+        ]
+        entry = session.get(DeadLetterEntry, entry_id)
+        assert (entry.resolved_by, entry.resolution_notes) == ("snakemake", (
+            f"the job succeeded in Snakemake run {run_log.run_id} (log a.log, "
+            f"finished {ended.isoformat(timespec='seconds')})"))  # fmt: skip
+    db.dispose()
+
+
+def test_logs_that_cannot_be_read_or_were_ingested_before_are_skipped(tmp_path, backend, logged):
+    root = _workdir(tmp_path, "stale_handle")
+    (log,) = main_logs(root)
+    folder = log.with_name("2026-01-01T000000.000001.snakemake.log")
+    folder.mkdir()
+    broken = log.with_name("2026-01-01T000000.000002.snakemake.log")
+    broken.symlink_to("/proc/self/mem")  # a regular file whose reading fails (EIO)
+    with pytest.raises(OSError) as error:
+        file_digest(broken)
+    db = open_database(backend.url(), root)
+    with db.sessions() as session:
+        report = ingest_logs(session, root, {}, [folder, broken, log, log])
+    unreadable = "not a regular file (a directory)"
+    assert [(i.path, i.run_id, i.status, i.message) for i in report.logs] == [
+        (_shown(folder), "2026-01-01T000000.000001", "unreadable", unreadable),
+        (_shown(broken), "2026-01-01T000000.000002", "unreadable", str(error.value)),
+        (_shown(log), "2026-11-28T153158.087922", "ingested", ""),
+        (_shown(log), "2026-11-28T153158.087922", "already-ingested", ""),
+    ]
+    assert [(e["event"], e["log_level"], e["path"], e.get("error")) for e in logged
+            if "path" in e] == [
+        ("cannot read log, skipped", "warning", _shown(folder), unreadable),
+        ("cannot read log, skipped", "warning", _shown(broken), str(error.value)),
+        ("log already ingested", "info", _shown(log), None),
+    ]  # fmt: skip
+    db.dispose()
+
+
+STALE_KEY = "shell_stalehandle/session-1_subject-01"  # stale_handle: failed twice
+
+
+def _conflicting(session, conflicts: int, calls: list, raised: list):
+    """A `hold` whose first `conflicts` calls add an ingested log with a sha256 already in
+    the transaction (a unique-key conflict, as another writer's row would give)."""
+
+    def hold(failure: JobFailure) -> bool:
+        calls.append(failure.job_key)
+        if len(calls) <= conflicts:
+            session.add_all([IngestedLog(path=name, sha256="0" * 64, size=0, run_id=name)
+                             for name in ("a.log", "b.log")])  # fmt: skip
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raised.append(exc)
+                raise
+        return False
+
+    return hold
+
+
+def _conflict_events(logged) -> list[tuple]:
+    return [(e["event"], e["log_level"], e["path"], e["attempt"], e["error"])
+            for e in logged if "attempt" in e]  # fmt: skip
+
+
+def test_a_conflict_runs_the_logs_transaction_again(tmp_path, backend, logged):
+    root = _workdir(tmp_path, "stale_handle")
+    (log,) = main_logs(root)
+    earlier = AttemptEvent(event_key="retry:round-1", source="retry", run_id="round-1",
+                           error_type="TransientError")  # fmt: skip
+    calls, raised = [], []
+    db = open_database(backend.url(), root)
+    with db.sessions() as session:
+        result = ingest_one(session, IngestContext.build(root, {}), log,
+                            hold=_conflicting(session, 1, calls, raised),
+                            carried={STALE_KEY: [earlier]})  # fmt: skip
+    assert (result.status, calls, len(raised)) == ("ingested", [STALE_KEY, STALE_KEY], 1)
+    assert _conflict_events(logged) == [
+        ("conflict with another writer, ingesting the log again", "info", str(log), 1,
+         str(raised[0].orig)),
+    ]  # fmt: skip
+    (failure,) = result.failures
+    assert [e.source for e in failure.events] == ["retry", "snakemake-log", "snakemake-log"]
+    with db.sessions() as session:
+        (entry,) = session.scalars(select(DeadLetterEntry))
+        history = [h["source"] for h in entry_details(entry)["history"]]
+        logs = session.scalars(select(IngestedLog.path)).all()
+    assert (result.entry_ids, history, logs) == (
+        [entry.id], ["retry", "snakemake-log", "snakemake-log"], [_shown(log)]
+    )
+    db.dispose()
+
+
+def test_a_conflict_on_every_try_or_another_database_error_is_raised(tmp_path, backend, logged):
+    root = _workdir(tmp_path, "stale_handle")
+    (log,) = main_logs(root)
+    context = IngestContext.build(root, {})
+    calls, raised = [], []
+    db = open_database(backend.url(), root)
+    with db.sessions() as session, pytest.raises(IntegrityError) as error:
+        ingest_one(session, context, log, hold=_conflicting(session, 3, calls, raised))
+    assert (error.value, len(calls)) == (raised[-1], 3)
+    assert [event[3] for event in _conflict_events(logged)] == [1, 2]
+
+    def broken(failure: JobFailure) -> bool:
+        calls.append(failure.job_key)
+        session.execute(text("SELECT * FROM no_such_table"))
+        return False
+
+    calls.clear()
+    with db.sessions() as session, pytest.raises(DBAPIError) as error:
+        ingest_one(session, context, log, hold=broken)
+    assert (is_conflict(error.value), len(calls)) == (False, 1)
+    assert _count(db, IngestedLog.id) == 0
+    db.dispose()
+
+
+def test_a_database_failure_in_a_batch_names_what_was_committed(tmp_path, backend):
+    root = _workdir(tmp_path, "success", "stale_handle", "memory_error")
+    memory, stale, success = main_logs(root)
+    db = open_database(backend.url(), root)
+    with db.engine.begin() as conn:  # the failed jobs' history cannot be written
+        conn.execute(text("DROP TABLE attempt_history"))
+    with db.sessions() as session, pytest.raises(DatabaseUnavailable) as error:
+        ingest_logs(session, root, {}, [success, stale, memory])
+    reason = describe_failure(error.value.__cause__, db.engine)
+    assert "attempt_history" in reason
+    assert str(error.value) == (
+        f"{reason}. 1 log(s) ingested and committed before it ({_shown(success)}), each in its "
+        f"own transaction; not committed: {_shown(stale)} and 1 more log(s) (nothing of them "
+        "was written). Fix the cause and run `neuroflow-recover ingest` again: committed logs "
+        "are skipped."
+    )
+    assert _count(db, IngestedLog.id) == 1
+    db.dispose()
+
+
+def test_the_batch_classifies_and_notifies_with_the_callers_config_and_invocation(
+    tmp_path, backend
+):
+    """Only new entries are announced: python_memoryerror 01/1 was queued before."""
+    root = _workdir(tmp_path, "memory_error", "stale_handle")
+    cfg = {"error_handling": {
+        "patterns": [{"id": "site_nfs", "pattern": "Stale file handle", "class": "ResourceError",
+                      "resource": "disk"}],
+        "notifications": {"slack_webhook": "http://127.0.0.1:9/hook"},
+    }}  # fmt: skip
+    db = open_database(backend.url(), root)
+    with db.sessions.begin() as session:
+        queued = _queued(session, "python_memoryerror", "01/1", datetime(2026, 1, 1, tzinfo=UTC))
+    with db.sessions() as session:
+        report = ingest_logs(session, root, cfg, invocation={"configfiles": ["site.yaml"]})
+    extended, stale = report.failures
+    assert (stale.error_type, stale.resource, stale.pattern_id) == (
+        "ResourceError", "disk", "site_nfs"
+    )
+    memory_log, stale_log = report.logs  # the extended entry is listed once
+    assert (memory_log.entry_ids, stale_log.entry_ids) == ([queued], report.entry_ids[1:])
+    command = shlex.join(["neuroflow-recover", "-d", str(root.absolute()),
+                          "--configfile", "site.yaml"])  # fmt: skip
+    with db.sessions() as session:
+        (notification,) = session.scalars(select(Notification))
+    assert (notification.entry_ids, f"{command} retry {report.entry_ids[1]}" in notification.text
+            ) == (report.entry_ids[1:], True)  # fmt: skip
+    db.dispose()
+
+
+def test_each_failure_gets_its_own_copy_of_the_runs_invocation(tmp_path):
+    run_log = parse_log(main_logs(_workdir(tmp_path, "stale_handle"))[0])
+    context = IngestContext.build(tmp_path, {})
+    first = build_failure(context, run_log, run_log.failed_jobs[0])
+    assert first.invocation["snakemake_args"] == ["-c1", "--retries", "1"]  # the log's header
+    first.invocation["snakemake_args"].append("--dry-run")  # e.g. by a retry planning
+    assert build_failure(context, run_log, run_log.failed_jobs[0]).invocation["snakemake_args"] \
+        == ["-c1", "--retries", "1"]  # fmt: skip
+
+
+# --------------------------------- classification and history of one job, from its records or the log
+
+
+def _events_of(failure: JobFailure) -> list[tuple]:
+    return [(e.event_key.rsplit(":", 1)[-1], e.exit_code, e.error_type, e.pattern_id, e.slurm_job_id,
+             e.slurm_state) for e in failure.events]  # fmt: skip
+
+
+def test_earlier_attempts_are_classified_from_their_job_blocks(tmp_path):
+    """Attempts without a record: an earlier one by its own block's message, printed lines,
+    exit code and SLURM state; the last one is the failure itself."""
+    root = _workdir(tmp_path, KEEP_GOING)
+    run_log = parse_log(main_logs(root)[0])
+    context = IngestContext.build(root, {})
+    jobs = {job.rule: job for job in run_log.failed_jobs}
+    by_message, by_exit_code = jobs["always_fail"], jobs["python_memoryerror"]
+    failure = build_failure(context, run_log, by_message)
+    heudiconv = ("ValidationError", "heudiconv_conflicting_study", None, None)
+    assert _events_of(failure) == [("1", 1, *heudiconv), ("2", 1, *heudiconv),
+                                   ("3", 1, failure.error_type, failure.pattern_id, None, None)]
+    blocks = by_message.attempt_details
+    assert [(e.started_at, e.ended_at) for e in failure.events] == [
+        (local_as_utc(b.started_at), local_as_utc(b.ended_at)) for b in blocks[:2]
+    ] + [(local_as_utc(blocks[2].started_at), failure.failed_at)]
+    assert [e.resources["mem_mb"] for e in failure.events] == [100, 200, 300]  # each block's
+    assert _events_of(build_failure(context, run_log, by_exit_code))[0] == (
+        "1", 1, "NonRetryableError", "exit:1", None, None
+    )
+    # what it printed counts as much as its message, and so does its SLURM state
+    first = replace(by_exit_code.attempt_details[0], printed=STALE)
+    printed = replace(by_exit_code, attempt_details=[first, by_exit_code.attempt_details[1]])
+    event = build_failure(context, run_log, printed).events[0]
+    assert (event.error_type, event.pattern_id, event.evidence) == (
+        "TransientError", "stale_nfs", STALE
+    )
+    timed_out = replace(first, printed="", exit_code=None, slurm_state="TIMEOUT",
+                        slurm_job_id="41")  # fmt: skip
+    slurm = replace(by_exit_code, attempt_details=[timed_out, by_exit_code.attempt_details[1]])
+    assert _events_of(build_failure(context, run_log, slurm))[0] == (
+        "1", None, "ResourceError", "slurm:TIMEOUT", "41", "TIMEOUT"
+    )
+
+
+def test_attempts_without_job_blocks_take_the_jobs_resources_and_slurm_ids(tmp_path):
+    """A log that printed no job blocks: attempt 1 from the job's SLURM ids and resources,
+    attempt 2 from its record; the one without a start time comes first."""
+    root = _workdir(tmp_path, TRAP)
+    start = _trap_start(root)
+    record = _record(2, start + timedelta(seconds=60), exit_code=1, error_class="TransientError",
+                     retryable=True, pattern_id="stale_nfs", evidence=STALE)  # fmt: skip
+    write_record(root, record)
+    run_log = parse_log(main_logs(root)[0])
+    job = replace(run_log.failed_jobs[0], attempt_details=[])
+    failure = build_failure(IngestContext.build(root, {}), run_log, job)
+    first, second = failure.events
+    assert (first.source, first.started_at, first.ended_at, first.slurm_job_id, first.slurm_state,
+            first.error_type, first.resources["mem_mb"], first.resources["attempt"]) == (
+        "snakemake-log", None, None, "30", None, "RetryableError", 200, 2
+    )  # fmt: skip
+    assert (second.source, second.slurm_job_id, second.slurm_state) == (
+        "attempt-record", "38", "FAILED"
+    )
+    # the job's list of SLURM ids lacks the first: its job block names it
+    one_id = replace(run_log.failed_jobs[0], slurm_job_ids=["38"])
+    events = build_failure(IngestContext.build(root, {}), run_log, one_id).events
+    assert [(e.source, e.slurm_job_id) for e in events] == [
+        ("snakemake-log", "30"), ("attempt-record", "38")
+    ]
+
+
+def test_the_last_record_that_ran_classifies_the_job_and_gives_its_output_tail(tmp_path):
+    root = _workdir(tmp_path, TRAP)
+    start = _trap_start(root)
+    for record in (
+        _record(1, start + timedelta(seconds=10), exit_code=137, error_class="ResourceError",
+                retryable=True, resource="mem_mb", pattern_id="oom_kill", evidence="Killed",
+                tail=["first"], log="logs/probe_trap/01_1.attempt-1.log"),
+        _record(2, start + timedelta(seconds=30), skipped=True, tail=["not starting probe_trap"]),
+        _record(2, start + timedelta(seconds=40), exit_code=75, error_class="TransientError",
+                retryable=True, resource="runtime", pattern_id="stale_nfs", evidence=STALE,
+                tail=["last"]),
+        _record(3, start + timedelta(seconds=50), deferred=True, tail=["deferred: ran nothing"]),
+    ):  # fmt: skip
+        write_record(root, record)
+    run_log = parse_log(main_logs(root)[0])
+    failure = build_failure(IngestContext.build(root, {}), run_log, run_log.failed_jobs[0])
+    assert (failure.error_type, failure.retryable, failure.resource, failure.pattern_id,
+            failure.evidence, failure.exit_code, failure.error_details["tail"]) == (
+        "TransientError", True, "runtime", "stale_nfs", STALE, 75, ["last"]
+    )  # fmt: skip
+    assert failure.log_paths == [
+        _shown(main_logs(root)[0]), "logs/probe_trap/01_1.log", run_log.failed_jobs[0].slurm_log,
+        "logs/probe_trap/01_1.attempt-1.log",
+    ]  # fmt: skip
+    assert [(e.source, e.error_type) for e in failure.events] == [
+        ("attempt-record", "ResourceError"), ("attempt-record", "skipped"),
+        ("attempt-record", "TransientError"),
+    ]  # fmt: skip
+
+
+def test_evidence_that_cannot_be_read_leaves_the_main_logs_message(tmp_path, monkeypatch, logged):
+    def unreadable(job, workdir):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ingest, "read_evidence", unreadable)
+    context = _context(tmp_path)
+    failure = build_failure(context, _run_log(), _job(message=STALE))
+    assert (failure.error_type, failure.pattern_id, failure.evidence) == (
+        "TransientError", "stale_nfs", STALE
+    )
+    assert [(e["event"], e["log_level"], e["rule"], e["error"]) for e in logged] == [
+        ("cannot read evidence", "warning", "qsiprep_preprocess", "[Errno 5] Input/output error")
+    ]
+    out_of_memory = build_failure(context, _run_log(), _job(slurm_state="OUT_OF_MEMORY"))
+    assert (out_of_memory.error_type, out_of_memory.pattern_id) == (
+        "ResourceError", "slurm:OUT_OF_MEMORY"
+    )
+
+
+def test_the_window_of_a_run_without_a_start_or_an_end(tmp_path):
+    """Records count from 5 s before the run's start to 5 s after its end; without an end,
+    until the job failed, else the log's modification time, else now."""
+    job = _job(failed_at=datetime(2020, 1, 2, 10, 40, tzinfo=UTC))
+    times = ["", "2020-01-02T09:59:55+00:00", "2020-01-02T10:00:01+00:00",
+             "2020-01-02T10:50:00+00:00", "2020-01-02T10:59:59+00:00",
+             "2020-01-02T11:00:05+00:00", "2020-01-02T11:00:06+00:00"]  # fmt: skip
+    _write_records(tmp_path, job, times)
+    run = _run_log(started_at=datetime(2020, 1, 2, 10, tzinfo=UTC),
+                   finished_at=datetime(2020, 1, 2, 11, tzinfo=UTC))  # fmt: skip
+
+    def window(run_log, failed_job=job) -> list[str]:
+        return [r.started_at for r in _records_in_window(tmp_path, failed_job, run_log)]
+
+    assert window(run) == times[1:6]
+    assert window(replace(run, finished_at=None)) == times[1:3]  # until the job failed
+    log = tmp_path / "run.log"
+    log.write_text("")
+    os.utime(log, (0, datetime(2020, 1, 2, 10, 50, tzinfo=UTC).timestamp()))
+    unknown = replace(run, started_at=None, finished_at=None, path=str(log))
+    assert window(unknown, replace(job, failed_at=None)) == times[1:4]  # until its mtime
+    gone = replace(unknown, path=str(tmp_path / "gone.log"))
+    assert window(gone, replace(job, failed_at=None)) == times[1:]  # until now
+
+
+def test_the_end_handler_ingests_its_runs_log_while_the_lock_is_still_held(
+    tmp_path, backend, monkeypatch
+):
+    root = _workdir(tmp_path, "killed_midrun")  # the log ends in the middle of the run
+    _live_run(monkeypatch, root)
+    db = open_database(backend.url(), root)
+    with db.sessions() as session, session.begin():
+        context, log = IngestContext.build(root, {}), main_logs(root)[0]
+        assert ingest_log(session, context, log).status == "in-progress"
+        result = ingest_log(session, context, log, run_ended=True)
+    assert (result.status, result.run_id, result.failures) == (
+        "ingested", "2026-11-28T153432.895977", []
+    )
+    assert _count(db, IngestedLog.id) == 1
+    db.dispose()
+
+
+def test_a_success_leaves_the_entries_retry_decides_about_open(tmp_path, backend):
+    root = _workdir(tmp_path, "success")  # shell_ok 01/1 succeeded
+    db = open_database(backend.url(), root)
+    with db.sessions() as session, session.begin():
+        queued = _queued(session, "shell_ok", "01/1", datetime(2026, 1, 1, tzinfo=UTC))
+        result = ingest_log(session, IngestContext.build(root, {}), main_logs(root)[0],
+                            leave_open=["shell_ok/session-1_subject-01"])  # fmt: skip
+        assert (result.resolved_ids, session.get(DeadLetterEntry, queued).resolved) == ([], False)
+    db.dispose()
