@@ -197,3 +197,22 @@ def test_run_starts_no_snakemake_when_nothing_is_pending(study):
     assert result.stdout.splitlines()[0] == "plan: pending only (0 of 3 subjects have work)"
     assert "round 1" not in result.stdout
     assert not (study / ".snakemake" / "log").exists()  # Snakemake never started
+
+
+def test_threads_for_a_slow_file_system_find_the_same_subjects_in_sheet_order(study, monkeypatch):
+    from neuroflow_recover.recover import plan as plan_module
+
+    cfg = load_config(study, ["config.yaml"])
+    layout = Layout.from_config(cfg).within(study)
+    Path(layout.qsiparc_diffmaps("03", "02")[0]).unlink()
+    os.utime(layout.qsiprep_report("01"), (T0 + 1000, T0 + 1000))
+
+    def subjects() -> list[str]:
+        return make_plan(study, cfg, load_sessions(study / "sessions.tsv"),
+                         study.parent / "workflow", [], {"mtime", "input"}).subjects  # fmt: skip
+
+    assert subjects() == ["01", "03"]
+    # one subject per task, and every first chunk counts as slow: the threaded path
+    monkeypatch.setattr(plan_module, "SUBJECTS_PER_TASK", 1)
+    monkeypatch.setattr(plan_module, "SLOW_CHUNK_SECONDS", -1.0)
+    assert subjects() == ["01", "03"]
