@@ -1148,3 +1148,36 @@ def test_a_success_leaves_the_entries_retry_decides_about_open(tmp_path, backend
                             leave_open=["shell_ok/session-1_subject-01"])  # fmt: skip
         assert (result.resolved_ids, session.get(DeadLetterEntry, queued).resolved) == ([], False)
     db.dispose()
+
+
+def test_a_log_longer_than_a_hash_chunk_is_digested_whole(tmp_path):
+    path = tmp_path / "big.snakemake.log"
+    data = bytes(range(256)) * (2 * ingest.HASH_CHUNK // 256 + 3)
+    path.write_bytes(data)
+    assert file_digest(path) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_a_file_that_is_no_snakemake_log_is_unreadable_and_each_dead_letter_is_logged(
+    tmp_path, backend, logged
+):
+    root = _workdir(tmp_path, "stale_handle")
+    (log,) = main_logs(root)
+    garbage = log.with_name("2026-01-01T000000.000001.snakemake.log")
+    garbage.write_bytes(b"\x00\x01 not a log\n")
+    with pytest.raises(LogFormatError) as error:
+        parse_log(garbage)
+    db = open_database(backend.url(), root)
+    with db.sessions() as session:
+        report = ingest_logs(session, root, {}, [garbage, log])
+    assert [(i.path, i.run_id, i.status, i.message) for i in report.logs][0] == (
+        _shown(garbage), "2026-01-01T000000.000001", "unreadable", str(error.value))  # fmt: skip
+    (entry_id,) = report.logs[1].entry_ids
+    assert [{k: e.get(k) for k in ("event", "log_level", "path", "error")} for e in logged
+            if e.get("path") == _shown(garbage)] == [  # fmt: skip
+        {"event": "not a Snakemake log we can read, skipped", "log_level": "warning",
+         "path": _shown(garbage), "error": str(error.value)}]  # fmt: skip
+    assert [(e["event"], e["log_level"], e["entry_id"], e["rule"], e["wildcards"],
+             e["error_type"], e["attempts"]) for e in logged if e["event"] == "dead-lettered"] == [
+        ("dead-lettered", "warning", entry_id, "shell_stalehandle",
+         {"session": "1", "subject": "01"}, "TransientError", 2)]  # fmt: skip
+    db.dispose()
