@@ -39,6 +39,7 @@ PG_CONNECT_TIMEOUT_S = 10
 # numeric_value_out_of_range, serialization_failure, deadlock_detected
 _PG_LOCKED, _PG_FULL, _PG_READ_ONLY, _PG_RANGE = "55P03", "53100", "25006", "22003"
 _PG_CONFLICTS = ("40001", "40P01")
+_PG_UNDEFINED_TABLE = "42P01"  # a table gone: what SQLite reports as OperationalError
 _TIMEOUTS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
@@ -314,7 +315,9 @@ def failure_reason(exc: BaseException, where: str, timeout_s: float | None = Non
         return f"disk I/O error on the dead-letter database {where} (is its disk full?)"
     if code == _PG_RANGE or isinstance(orig, OverflowError) or "out of range" in low:
         return f"a number is beyond what the dead-letter database {where} can store ({text})"
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sqlite3.OperationalError)):
+    if code == _PG_UNDEFINED_TABLE or isinstance(
+        exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sqlite3.OperationalError)
+    ):
         return f"the dead-letter database {where} cannot be used: {text}"
     return None
 
