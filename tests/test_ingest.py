@@ -442,6 +442,17 @@ def test_a_job_of_a_rule_outside_the_workflow_is_targeted_without_reading_the_sh
     assert [event["event"] for event in logged] == []
 
 
+def test_two_failed_jobs_that_look_alike_are_keyed_by_their_line(tmp_path, logged):
+    """No stored real log has two failed jobs of one run with one key: made by hand."""
+    first, second, third = _job(line=10), _job(jobid=4, line=20), _job(jobid=5, line=30)
+    failures = ingest._failures(_context(tmp_path), _run_log(run_id="r1"), [first, second, third])
+    key = failures[0].job_key
+    assert [failure.job_key for failure in failures] == [key, f"{key}#r1:line20", f"{key}#r1:line30"]
+    alike = [(e["event"], e["key"]) for e in logged if e["log_level"] == "warning"]
+    said = "two failed jobs look alike; keyed by their line"
+    assert alike == [(said, f"{key}#r1:line20"), (said, f"{key}#r1:line30")]
+
+
 # --------------------------------------- stored real logs (no Snakemake run: in the mutation audit)
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
@@ -654,6 +665,17 @@ def test_catch_up_ingests_the_pending_logs_once(tmp_path, backend):
         assert _statuses(report) == [(_shown(first), "ingested"), (_shown(second), "ingested")]
         assert catch_up(session, root, {}).logs == []
     assert _count(db, IngestedLog.id) == 2
+    db.dispose()
+
+
+def test_catch_up_classifies_with_the_callers_config(tmp_path, backend):
+    root, _, _, db = _two_logs(tmp_path, backend)
+    cfg = {"error_handling": {"patterns": [{
+        "id": "site_nfs", "pattern": "Stale file handle", "class": "ResourceError", "resource": "disk",
+    }]}}  # fmt: skip
+    with db.sessions() as session:
+        found = [(f.error_type, f.pattern_id) for f in catch_up(session, root, cfg).failures]
+    assert ("ResourceError", "site_nfs") in found
     db.dispose()
 
 

@@ -197,6 +197,8 @@ def logs_to_catch_up(session: Session, workdir: Path) -> list[Path]:
     if paths and run_in_progress(workdir):
         paths = paths[:-1]
     return paths
+
+
 def not_committed_message(reason: str, report: IngestReport, left: list[str]) -> str:
     """What a database failure in the middle of a batch left committed, in words."""
     done = [item.path for item in report.with_status("ingested")]
