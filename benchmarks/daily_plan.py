@@ -7,7 +7,9 @@ Side by side on the same generated study (outputs in place, a recorded last run)
   declared output) plus `snakemake -n` over the sheet of the subjects with work;
 * a job's own start-up (what every SLURM job pays): the command line the SLURM plugin gives
   a job (`--target-jobs`, `--mode remote`, ...; dry, so parse + one-job DAG) with the whole
-  sheet, side by side with Snakemake alone (the same command on a one-rule Snakefile).
+  sheet, in the environment the main process hands its jobs (PYTHONSAFEPATH, see
+  workflow/dag_speed.py), side by side with Snakemake alone (the same command on a one-rule
+  Snakefile) in the plain environment and in the jobs' environment.
 Prints times, peak memory and the ratios. Goals: pending-only < 5 s at 10,000 sessions,
 < 15 s at 100,000; a job's start-up <= 3 s and <= 300 MB.
 
@@ -32,6 +34,7 @@ from measure import measured, scratch  # noqa: E402
 
 from neuroflow_recover import environment  # noqa: E402
 from neuroflow_recover.recover.plan import make_plan, record_state  # noqa: E402
+from neuroflow_recover.workflow import dag_speed  # noqa: E402
 from neuroflow_recover.workflow.config import load_config  # noqa: E402
 from neuroflow_recover.workflow.layout import Layout  # noqa: E402
 from neuroflow_recover.workflow.sheet import load_sessions  # noqa: E402
@@ -106,9 +109,14 @@ FLOOR_SNAKEFILE = 'rule qsiparc_parcellate:\n    output: "x/{subject}_{session}"
 
 
 def dry_run(root: Path, *args: str, sheet: Path | None = None, snakefile: Path | None = None,
-            targets: tuple[str, ...] = ()) -> dict:  # fmt: skip
-    """One `snakemake -n` in `root`: wall time, CPU, this child's peak memory, jobs."""
+            targets: tuple[str, ...] = (), as_job: bool = False) -> dict:  # fmt: skip
+    """One `snakemake -n` in `root` (`as_job`: in the environment the main process gives
+    its jobs): wall time, CPU, this child's peak memory, jobs."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for name in (environment.PYTHON_SAFE_PATH, environment.SAFE_PATH_SET):
+        env.pop(name, None)
+    if as_job:
+        dag_speed.keep_workdir_off_job_path(env)
     env.pop(environment.PLAN_SHEET, None)
     if sheet is not None:
         env[environment.PLAN_SHEET] = str(sheet)
@@ -152,16 +160,19 @@ def main(argv: list[str] | None = None) -> int:
               f"{pending['wall']:.1f} s Snakemake), {pending['mb']:.0f} MB, {pending['jobs']} jobs"
               + (f"; pending/full = {daily / full['wall']:.3f}" if full else ""))
         (root / "floor.smk").write_text(FLOOR_SNAKEFILE)
-        ours, floor = [], []
+        ours, floor, floor_as_job = [], [], []
         for _ in range(3):  # alternating: the machine's load changes
-            ours.append(dry_run(root, *JOBSTEP))
+            ours.append(dry_run(root, *JOBSTEP, as_job=True))
             floor.append(dry_run(root, *JOBSTEP, snakefile=root / "floor.smk"))
-        job, bare = (min(runs, key=lambda r: r["wall"]) for runs in (ours, floor))
-        if job["jobs"] != 1 or bare["jobs"] != 1:
+            floor_as_job.append(dry_run(root, *JOBSTEP, snakefile=root / "floor.smk", as_job=True))
+        job, bare, bare_as_job = (min(runs, key=lambda r: r["wall"]) for runs in (ours, floor, floor_as_job))
+        if {job["jobs"], bare["jobs"], bare_as_job["jobs"]} != {1}:
             sys.exit(f"a job's start-up should plan one job: {job['jobs']}, {bare['jobs']}")
         print(f"one job's start-up (SLURM job command line, best of 3): {job['wall']:.1f} s, "
-              f"{job['mb']:.0f} MB; Snakemake alone {bare['wall']:.1f} s, {bare['mb']:.0f} MB; "
-              f"ratio {job['wall'] / bare['wall']:.2f} time, {job['mb'] / bare['mb']:.2f} memory")
+              f"{job['mb']:.0f} MB; Snakemake alone {bare['wall']:.1f} s, {bare['mb']:.0f} MB "
+              f"(in the jobs' environment {bare_as_job['wall']:.1f} s, {bare_as_job['mb']:.0f} MB); "
+              f"ratio {job['wall'] / bare['wall']:.2f} time, {job['mb'] / bare['mb']:.2f} memory "
+              f"({job['wall'] / bare_as_job['wall']:.2f}, {job['mb'] / bare_as_job['mb']:.2f})")
     return 0
 
 

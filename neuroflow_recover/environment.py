@@ -22,6 +22,11 @@ CALLER_INGESTS = "NEUROFLOW_CALLER_INGESTS"
 # set by the main Snakemake process for its jobs: the first-attempt resources it planned
 # (step/resource_plan.py), so a SLURM job's own Snakemake asks for the same
 RESOURCE_PLAN = "NEUROFLOW_RESOURCE_PLAN"
+# Python's own: keeps the working directory off sys.path of `python -m ...`. Set with
+# SAFE_PATH_SET by the main Snakemake process for its jobs' own Snakemake
+# (workflow/dag_speed.py); the step runner takes both out of a tool's environment.
+PYTHON_SAFE_PATH = "PYTHONSAFEPATH"
+SAFE_PATH_SET = "NEUROFLOW_SAFE_PATH_SET"
 
 
 def non_negative(name: str, default: float, what: str = "a number", zero: str = "") -> float:
@@ -37,6 +42,14 @@ def non_negative(name: str, default: float, what: str = "a number", zero: str = 
     if value < 0:
         raise NeuroflowError(f"{name} must be >= 0{zero}, not {raw}")
     return value
+
+
+def tool_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for a tool: without the PYTHONSAFEPATH neuroflow set for its jobs' Snakemake (a
+    tool's `python script.py` may import modules beside the script); the user's own stays."""
+    if not flag(env, SAFE_PATH_SET):
+        return dict(env)
+    return {name: value for name, value in env.items() if name not in (PYTHON_SAFE_PATH, SAFE_PATH_SET)}
 
 
 def flag(env: Mapping[str, str], name: str) -> bool:

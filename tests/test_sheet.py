@@ -168,6 +168,28 @@ def test_only_the_rows_of_the_given_subjects_are_read(tmp_path):
     assert "bad id" in refusal(tmp_path, "01\t01\t/d/a\nbad id\t01\t/d/b\n")
 
 
+def test_a_subjects_rows_are_found_in_any_column_order_spacing_and_line_ending(tmp_path):
+    """The lines of the other subjects are skipped unparsed: what is read must be what the
+    whole sheet gives for these subjects, row numbers included."""
+    path = tmp_path / "s.tsv"
+    path.write_bytes(
+        b"session_id\tparticipant_id\tdicom_dir\r\n"
+        b"01\t1\t/d/a\r\n"
+        b"01\t10\t/d/b\r\n"  # 1 is a prefix of 10
+        b"\r\n"
+        b"02\t 1 \t/d/c\r\n"  # spaces around the label
+        b"01\t\t1\t/d/x\r\n"  # a tab too many: 1 is the third field, not participant_id
+        b"03\t1\t/d/e"  # no line end
+    )
+    with pytest.raises(SheetError):
+        load_sessions(path)  # the row with a tab too many
+    assert load_sessions(path, subjects={"1"}) == [
+        Session("1", "01", "/d/a", 2), Session("1", "02", "/d/c", 5), Session("1", "03", "/d/e", 7),
+    ]  # fmt: skip
+    assert load_sessions(path, subjects={"10", "9"}) == [Session("10", "01", "/d/b", 3)]
+    assert load_sessions(path, subjects=set()) == []
+
+
 def test_a_job_process_plans_its_job_from_its_subject_rows_alone(tmp_path):
     """A jobstep's dry run (remote mode, --target-jobs) plans the same QSIPrep command as the
     main process, although it reads the sheet's rows of that subject only."""

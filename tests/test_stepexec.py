@@ -31,6 +31,7 @@ from neuroflow_recover.step.attempts import (
 )
 from neuroflow_recover.step.breaker import normalise_evidence
 from neuroflow_recover.step.runner import parse_wildcards
+from neuroflow_recover.workflow import dag_speed
 
 PY = sys.executable
 WAIT = 120  # generous: the CI machine is a loaded 2-core box
@@ -466,6 +467,27 @@ def test_the_library_call_checks_its_request_and_uses_the_environment_it_is_give
     assert (result.exit_code, result.record.deferred) == (3, True)
     sees = [PY, "-c", "import os, sys; sys.exit(0 if os.environ.get('NEUROFLOW_TEST') == 'given' else 9)"]
     assert run_step(request(command=sees), env={**os.environ, "NEUROFLOW_TEST": "given"}).exit_code == 0
+
+
+def test_a_tool_gets_the_environment_without_the_safe_path_neuroflow_set_for_its_jobs(wd, run):
+    """The main Snakemake sets PYTHONSAFEPATH for its jobs' own start-up; a tool's
+    `python script.py` still imports the module beside its script. A user's own stays."""
+    (wd / "helper_beside.py").write_text("ANSWER = 42\n")
+    (wd / "script.py").write_text(
+        "import os, sys\nimport helper_beside\n"
+        "print('safe path:', os.environ.get('PYTHONSAFEPATH'))\n"
+    )
+    for_jobs = {}
+    dag_speed.keep_workdir_off_job_path(for_jobs)
+    assert for_jobs == {"PYTHONSAFEPATH": "1", "NEUROFLOW_SAFE_PATH_SET": "1"}
+    result = run(wd, exec_args() + ["--", PY, str(wd / "script.py")], env=for_jobs)
+    assert result.returncode == 0, result.stderr
+    assert "safe path: None" in (wd / "logs" / "step.log").read_text()
+    users = {"PYTHONSAFEPATH": "1"}
+    dag_speed.keep_workdir_off_job_path(users)
+    assert users == {"PYTHONSAFEPATH": "1"}
+    result = run(wd, exec_args(log="logs/users.log") + ["--", PY, str(wd / "script.py")], env=users)
+    assert result.returncode == 1 and "No module named 'helper_beside'" in (wd / "logs" / "users.log").read_text()
 
 
 def test_unreadable_earlier_records_only_warn(wd, monkeypatch):

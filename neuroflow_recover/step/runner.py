@@ -306,7 +306,7 @@ def run_step(req: StepRequest, env: Mapping[str, str] | None = None) -> StepResu
     marker = mark_running(req.workdir, rec)
     try:
         with SignalForwarder() as signals:
-            run = run_tool(command, req.log, signals, env)
+            run = run_tool(command, req.log, signals, environment.tool_environment(env))
             return _conclude(req, rec, run, cfg, breaker, env, prev)
     finally:
         clear_running(marker)
