@@ -57,6 +57,9 @@ from pathlib import Path
 block = bytearray(600 * 2**20)
 block[::4096] = b"x" * len(block[::4096])
 print("hungry qsirecon: holding 600 MB", flush=True)
+runner = Path(f"/proc/{os.getppid()}/environ").read_bytes().split(b"\\0")  # the step runner's
+print("hungry qsirecon: PYTHONSAFEPATH step runner", b"PYTHONSAFEPATH=1" in runner,
+      "tool", os.environ.get("PYTHONSAFEPATH"), flush=True)
 time.sleep(8)
 del block
 standin = Path(__file__).resolve().parent / "example" / "standins" / "qsirecon_standin.py"
@@ -146,6 +149,16 @@ def test_example_completes_on_slurm_with_the_user_profile(example, slurm_run):
         timeout=60,
     ).stdout.split()
     assert {tuple(r.split("|")[1:]) for r in rows} == {(probe.PARTITION, "root")}
+
+
+def test_a_jobs_snakemake_starts_with_the_safe_path_and_its_tool_without(example, slurm_run):
+    """The main process sets PYTHONSAFEPATH for its jobs' own Snakemake (workflow/dag_speed.py):
+    it reaches the job through SLURM (the step runner has it), the tool does not see it."""
+    assert slurm_run.returncode == 0, slurm_run.stderr[-4000:]
+    logs = sorted((example / "example/results/logs/qsirecon_reconstruct").glob("sub-01*"))
+    assert len(logs) == 2
+    for log in logs:
+        assert "hungry qsirecon: PYTHONSAFEPATH step runner True tool None" in log.read_text()
 
 
 def test_the_billing_model_is_read_from_the_cluster(example):
