@@ -8,7 +8,8 @@ wall time, CPU time, peak memory and the number of jobs. With --floor it also ti
 same DAG written as static rules without neuroflow's Python (Snakemake's own cost for
 those jobs and files), to separate neuroflow's overhead from Snakemake's: the floor declares
 the very files neuroflow's rules declare (inputs, outputs, logs, benchmarks), since
-Snakemake's cost grows with the number and length of the paths it tracks; a second, older
+Snakemake's cost grows with the number and length of the paths it tracks (checked job by job
+on a 3-session study before the timing: `check_same_files`); a second, older
 floor with the same jobs but short file names and no benchmark files is printed beside it.
 
 With --variants it also times Snakemake options a user may pass for a big dry run (same
@@ -281,6 +282,44 @@ def plugin_overhead(root: Path, repeat: int) -> None:
     )
 
 
+DECLARED = re.compile(r"^(?:local)?rule (\w+):$|^    (input|output|log|benchmark): (.*)$")
+
+
+def declared_files(root: Path, snakefile: Path) -> list[tuple]:
+    """Every job of a dry run on the study in `root` as (rule, ((field, files), ...)), sorted:
+    the files each job declares, as the job blocks of `snakemake -n` print them."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(snakefile),
+         "--directory", str(root), "--workflow-profile", "none", "--configfile", "config.yaml"],
+        cwd=root, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode:
+        sys.exit(f"snakemake failed ({out.returncode}):\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
+    jobs: list[tuple[str, dict]] = []
+    for line in out.stdout.splitlines():
+        found = DECLARED.match(line)
+        if found and found.group(1):
+            jobs.append((found.group(1), {}))
+        elif found and jobs:
+            jobs[-1][1][found.group(2)] = tuple(sorted(found.group(3).split(", ")))
+    return sorted((rule, tuple(sorted(fields.items()))) for rule, fields in jobs)
+
+
+def check_same_files() -> None:
+    """The floor declares the very files neuroflow's rules declare, job by job (checked on a
+    study of 3 sessions before any timing); exits naming the first difference otherwise."""
+    with scratch("neuroflow-floor-files-", keep=False) as root:
+        make_study(root, 3, 2)
+        (root / "Floor.smk").write_text(floor_snakefile(load_config(root, ["config.yaml"])))
+        ours = declared_files(root, REPO / "workflow" / "Snakefile")
+        floor = declared_files(root, root / "Floor.smk")
+    if ours != floor:
+        first = next((a, b) for a, b in zip(ours + [None] * len(floor), floor + [None] * len(ours)) if a != b)
+        sys.exit(f"the floor does not declare neuroflow's files: neuroflow {first[0]}, floor {first[1]}")
+    print(f"floor files: the same as neuroflow's in all {len(ours)} jobs of a 3-session study")
+
+
 def floor_comparison(root: Path, first: dict, repeat: int) -> None:
     """neuroflow (its first run: `first`) and the two floors, alternately `repeat` times:
     medians and the ratios neuroflow/floor."""
@@ -326,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
 
+    if args.floor:
+        check_same_files()  # before minutes of timing
     with scratch("neuroflow-dag-scale-", args.keep) as root:
         start = time.perf_counter()
         subjects = make_study(root, args.sessions, args.sessions_per_subject)
