@@ -25,7 +25,7 @@ from neuroflow_recover.classify.classifier import (
 )
 from neuroflow_recover.classify.corpus import read_corpus
 from neuroflow_recover.classify.patterns import required_literals, shipped_pack
-from neuroflow_recover.classify.prefilter import Prefilter
+from neuroflow_recover.classify.prefilter import Prefilter, line_bounds
 from neuroflow_recover.errors import ConfigError, LogReadError, NeuroflowError
 from neuroflow_recover.step.messages import format_missing_outputs, format_not_starting
 
@@ -791,3 +791,15 @@ def test_a_prefilter_without_literals_finds_no_candidate_lines():
     """Patterns without required literals (only those: a pack of user patterns) leave the
     prefilter empty; every pattern then searches the whole text."""
     assert Prefilter([]).lines_by_literal("Killed\nout of memory\n") == {}
+
+
+@pytest.mark.parametrize(
+    "text, pos, bounds",
+    [
+        ("\nabc", 0, (0, 0)),  # an empty first line ends where it starts
+        ("ab\ncd", 4, (3, 5)),  # the last line, without a newline: the end of the text
+        ("ab\ncd\n", 2, (0, 2)),  # the newline itself belongs to its line
+    ],
+)
+def test_the_line_of_an_offset_is_bounded_by_its_newlines(text, pos, bounds):
+    assert line_bounds(text, pos) == bounds
