@@ -313,6 +313,19 @@ def test_user_pattern_extends_the_pack():
     assert classify("lfs: quota exceeded on /scratch/u123\n").pattern_id != "site_quota"
 
 
+def test_a_match_on_the_last_character_of_a_line_finds_the_last_such_line():
+    clf = Classifier.from_config(cfg_with([{"id": "bang", "pattern": "!", "class": "ConfigurationError"}]))
+    result = clf.classify("first failed!\nsecond failed!\nthird ok\n")
+    assert (result.pattern_id, result.evidence) == ("bang", "second failed!")
+
+
+def test_a_text_holding_undecodable_bytes_as_surrogates_is_classified():
+    """A caller's text decoded with surrogateescape (os.fsdecode, subprocess output) still
+    goes through the prefilter's UTF-8 search."""
+    text = b"caf\xe9: OSError: [Errno 116] Stale file handle\n".decode("utf-8", "surrogateescape")
+    assert classify(text).pattern_id == "stale_nfs"
+
+
 def test_user_pattern_is_checked_before_the_shipped_pack():
     # an offline site: an unreachable network is a configuration problem, never transient
     clf = Classifier.from_config(cfg_with([
