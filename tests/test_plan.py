@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -216,3 +217,34 @@ def test_threads_for_a_slow_file_system_find_the_same_subjects_in_sheet_order(st
     monkeypatch.setattr(plan_module, "SUBJECTS_PER_TASK", 1)
     monkeypatch.setattr(plan_module, "SLOW_CHUNK_SECONDS", -1.0)
     assert subjects() == ["01", "03"]
+
+
+@pytest.mark.parametrize("slow, threaded", [(None, None), (0, ["02", "03"]), (1, ["03"]), (2, [])])
+def test_threads_state_the_chunks_after_the_first_slow_one(study, monkeypatch, slow, threaded):
+    """One subject per chunk; chunk `slow` takes 1 s by the plan's clock: the chunks after it
+    go to the threads (`threaded`), the result is the serial one."""
+    from neuroflow_recover.recover import plan as plan_module
+
+    cfg = load_config(study, ["config.yaml"])
+    layout = Layout.from_config(cfg).within(study)
+    Path(layout.qsiparc_diffmaps("03", "02")[0]).unlink()
+    os.utime(layout.qsiprep_report("01"), (T0 + 1000, T0 + 1000))
+    readings = iter(range(100))  # two per chunk: its start and its end
+
+    def clock() -> float:
+        reading = next(readings)
+        return 1.0 if slow is not None and reading == 2 * slow + 1 else 0.0
+
+    pooled = []  # [subjects of the chunks handed to the threads] per pool
+
+    class Pool(plan_module.ThreadPoolExecutor):
+        def map(self, fn, chunks):
+            pooled.append([subject for chunk in chunks for subject, _ in chunk])
+            return super().map(fn, chunks)
+
+    monkeypatch.setattr(plan_module, "SUBJECTS_PER_TASK", 1)
+    monkeypatch.setattr(plan_module, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(plan_module, "ThreadPoolExecutor", Pool)
+    plan = make_plan(study, cfg, load_sessions(study / "sessions.tsv"),
+                     study.parent / "workflow", [], {"mtime", "input"})  # fmt: skip
+    assert (plan.subjects, pooled) == (["01", "03"], [] if threaded is None else [threaded])

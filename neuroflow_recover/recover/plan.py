@@ -173,10 +173,10 @@ def _full_reason(workdir, state, cfg, sessions, snakefile_dir, options, triggers
 def _with_work(layout: Layout, subjects: dict[str, list[Session]], known: dict) -> list[str]:
     """The subjects with a new session or work for Snakemake, in sheet order.
 
-    When the first chunk shows the file system answering slowly (a cold cache, a network
-    file system), many threads state the rest: at 100,000 sessions with the caches dropped,
-    104 s serially, 24 s with 32 threads. On a warm cache the stats are CPU work, and threads
-    fighting over the interpreter were up to 3x slower on a busy machine."""
+    Chunk by chunk; once a chunk shows the file system answering slowly (a cold cache, a
+    network file system), many threads state the rest: at 100,000 sessions with the caches
+    dropped, 104 s serially, 24 s with 32 threads. On a warm cache the stats are CPU work,
+    and threads fighting over the interpreter were up to 3x slower on a busy machine."""
 
     def with_work(chunk: list[tuple[str, list[Session]]]) -> list[str]:
         return [
@@ -188,14 +188,15 @@ def _with_work(layout: Layout, subjects: dict[str, list[Session]], known: dict) 
 
     items = list(subjects.items())
     chunks = [items[i : i + SUBJECTS_PER_TASK] for i in range(0, len(items), SUBJECTS_PER_TASK)]
-    if not chunks:
-        return []
-    start = time.perf_counter()
-    found = with_work(chunks[0])
-    if time.perf_counter() - start < SLOW_CHUNK_SECONDS:
-        return found + [subject for chunk in chunks[1:] for subject in with_work(chunk)]
-    with ThreadPoolExecutor(STAT_THREADS) as pool:
-        return found + [subject for part in pool.map(with_work, chunks[1:]) for subject in part]
+    found: list[str] = []
+    for index, chunk in enumerate(chunks):
+        start = time.perf_counter()
+        found += with_work(chunk)
+        if time.perf_counter() - start >= SLOW_CHUNK_SECONDS:
+            with ThreadPoolExecutor(STAT_THREADS) as pool:
+                parts = pool.map(with_work, chunks[index + 1 :])
+                return found + [subject for part in parts for subject in part]
+    return found
 
 
 def _needs_work(layout: Layout, subject: str, rows: list[Session]) -> bool:
