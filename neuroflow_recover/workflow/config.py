@@ -69,7 +69,6 @@ def load_schema(
     return _SCHEMAS[path]
 
 
-
 MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a config file is small; more is a mistake
 
 
