@@ -314,6 +314,8 @@ def check_same_files() -> None:
         (root / "Floor.smk").write_text(floor_snakefile(load_config(root, ["config.yaml"])))
         ours = declared_files(root, REPO / "workflow" / "Snakefile")
         floor = declared_files(root, root / "Floor.smk")
+    if not any(dict(fields).get("output") for _, fields in ours):
+        sys.exit("the dry run printed no job's files: Snakemake's job blocks have another form")
     if ours != floor:
         first = next((a, b) for a, b in zip(ours + [None] * len(floor), floor + [None] * len(ours)) if a != b)
         sys.exit(f"the floor does not declare neuroflow's files: neuroflow {first[0]}, floor {first[1]}")
