@@ -8,7 +8,7 @@ Side by side on the same generated study (outputs in place, a recorded last run)
 * a job's own start-up (what every SLURM job pays): the command line the SLURM plugin gives
   a job (`--target-jobs`, `--mode remote`, ...; dry, so parse + one-job DAG) with the whole
   sheet, in the environment the main process hands its jobs (PYTHONSAFEPATH, see
-  workflow/dag_speed.py), side by side with Snakemake alone (the same command on a one-rule
+  neuroflow_recover/environment.py), side by side with Snakemake alone (the same command on a one-rule
   Snakefile) in the plain environment and in the jobs' environment.
 Prints times, peak memory and the ratios. Goals: pending-only < 5 s at 10,000 sessions,
 < 15 s at 100,000; a job's start-up <= 3 s and <= 300 MB.
@@ -34,7 +34,6 @@ from measure import measured, scratch  # noqa: E402
 
 from neuroflow_recover import environment  # noqa: E402
 from neuroflow_recover.recover.plan import make_plan, record_state  # noqa: E402
-from neuroflow_recover.workflow import dag_speed  # noqa: E402
 from neuroflow_recover.workflow.config import load_config  # noqa: E402
 from neuroflow_recover.workflow.layout import Layout  # noqa: E402
 from neuroflow_recover.workflow.sheet import load_sessions  # noqa: E402
@@ -116,7 +115,7 @@ def dry_run(root: Path, *args: str, sheet: Path | None = None, snakefile: Path |
     for name in (environment.PYTHON_SAFE_PATH, environment.SAFE_PATH_SET):
         env.pop(name, None)
     if as_job:
-        dag_speed.keep_workdir_off_job_path(env)
+        environment.keep_workdir_off_job_path(env)
     env.pop(environment.PLAN_SHEET, None)
     if sheet is not None:
         env[environment.PLAN_SHEET] = str(sheet)

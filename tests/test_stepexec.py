@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from helpers import REPO
+from neuroflow_recover import environment
 from neuroflow_recover.classify.classes import NON_RETRYABLE
 from neuroflow_recover.cli import cli
 from neuroflow_recover.errors import NeuroflowError
@@ -31,7 +32,6 @@ from neuroflow_recover.step.attempts import (
 )
 from neuroflow_recover.step.breaker import normalise_evidence
 from neuroflow_recover.step.runner import parse_wildcards
-from neuroflow_recover.workflow import dag_speed
 
 PY = sys.executable
 WAIT = 120  # generous: the CI machine is a loaded 2-core box
@@ -478,13 +478,13 @@ def test_a_tool_gets_the_environment_without_the_safe_path_neuroflow_set_for_its
         "print('safe path:', os.environ.get('PYTHONSAFEPATH'))\n"
     )
     for_jobs = {}
-    dag_speed.keep_workdir_off_job_path(for_jobs)
+    environment.keep_workdir_off_job_path(for_jobs)
     assert for_jobs == {"PYTHONSAFEPATH": "1", "NEUROFLOW_SAFE_PATH_SET": "1"}
     result = run(wd, exec_args() + ["--", PY, str(wd / "script.py")], env=for_jobs)
     assert result.returncode == 0, result.stderr
     assert "safe path: None" in (wd / "logs" / "step.log").read_text()
     users = {"PYTHONSAFEPATH": "1"}
-    dag_speed.keep_workdir_off_job_path(users)
+    environment.keep_workdir_off_job_path(users)
     assert users == {"PYTHONSAFEPATH": "1"}
     result = run(wd, exec_args(log="logs/users.log") + ["--", PY, str(wd / "script.py")], env=users)
     assert result.returncode == 1 and "No module named 'helper_beside'" in (wd / "logs" / "users.log").read_text()

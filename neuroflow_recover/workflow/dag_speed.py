@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import os
-from collections.abc import MutableMapping
-
-from ..environment import PYTHON_SAFE_PATH, SAFE_PATH_SET
 
 try:  # internals of the pinned Snakemake (snakemake.common); only a speed-up
     from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
@@ -33,17 +29,6 @@ def resume_garbage_collector() -> None:
     """Back on once the run starts (`onstart`), with the DAG frozen out of its scans."""
     gc.freeze()
     gc.enable()
-
-
-def keep_workdir_off_job_path(env: MutableMapping[str, str] = os.environ) -> None:
-    """A job's own Snakemake on a compute node is `python -m snakemake`, which puts the working
-    directory on sys.path, and Snakemake's plugin registries list every directory in it at
-    start-up (pkgutil.iter_modules, 5 registries): a DICOM folder of 100,000 sessions in the
-    study directory made a job's start 3.2-4.5 s instead of 1.9-2.3 s. PYTHONSAFEPATH=1
-    keeps it off; the jobs inherit it (the SLURM plugin submits with --export=ALL)."""
-    if PYTHON_SAFE_PATH not in env:
-        env[PYTHON_SAFE_PATH] = "1"
-        env[SAFE_PATH_SET] = "1"
 
 
 def declare_params(func):

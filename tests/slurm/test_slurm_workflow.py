@@ -152,7 +152,7 @@ def test_example_completes_on_slurm_with_the_user_profile(example, slurm_run):
 
 
 def test_a_jobs_snakemake_starts_with_the_safe_path_and_its_tool_without(example, slurm_run):
-    """The main process sets PYTHONSAFEPATH for its jobs' own Snakemake (workflow/dag_speed.py):
+    """The main process sets PYTHONSAFEPATH for its jobs' own Snakemake (environment.py):
     it reaches the job through SLURM (the step runner has it), the tool does not see it."""
     assert slurm_run.returncode == 0, slurm_run.stderr[-4000:]
     logs = sorted((example / "example/results/logs/qsirecon_reconstruct").glob("sub-01*"))

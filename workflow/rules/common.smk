@@ -27,7 +27,7 @@ from neuroflow_recover.workflow.sheet import (
 dag_speed.pause_garbage_collector()  # resumed in onstart (Snakefile)
 dag_speed.declare_resource_evaluate()
 if workflow.is_main_process:
-    dag_speed.keep_workdir_off_job_path()  # a job's own Snakemake starts faster
+    environment.keep_workdir_off_job_path()  # a job's own Snakemake starts faster
 declare_params = dag_speed.declare_params
 
 # one schema for Snakemake and neuroflow-recover: workflow/schemas/
