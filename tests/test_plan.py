@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,18 +201,21 @@ def test_run_starts_no_snakemake_when_nothing_is_pending(study):
     assert not (study / ".snakemake" / "log").exists()  # Snakemake never started
 
 
-def test_threads_for_a_slow_file_system_find_the_same_subjects_in_sheet_order(study, monkeypatch):
-    from neuroflow_recover.recover import plan as plan_module
-
+def _subjects_01_and_03_with_work(study: Path) -> Callable[[], list[str]]:
+    """Subject 03 lost a final output, 01's QSIPrep report is newer than what follows it;
+    returns the pending-only plan's subjects."""
     cfg = load_config(study, ["config.yaml"])
     layout = Layout.from_config(cfg).within(study)
     Path(layout.qsiparc_diffmaps("03", "02")[0]).unlink()
     os.utime(layout.qsiprep_report("01"), (T0 + 1000, T0 + 1000))
+    return lambda: make_plan(study, cfg, load_sessions(study / "sessions.tsv"),
+                             study.parent / "workflow", [], {"mtime", "input"}).subjects  # fmt: skip
 
-    def subjects() -> list[str]:
-        return make_plan(study, cfg, load_sessions(study / "sessions.tsv"),
-                         study.parent / "workflow", [], {"mtime", "input"}).subjects  # fmt: skip
 
+def test_threads_for_a_slow_file_system_find_the_same_subjects_in_sheet_order(study, monkeypatch):
+    from neuroflow_recover.recover import plan as plan_module
+
+    subjects = _subjects_01_and_03_with_work(study)
     assert subjects() == ["01", "03"]
     # one subject per task, and every first chunk counts as slow: the threaded path
     monkeypatch.setattr(plan_module, "SUBJECTS_PER_TASK", 1)
@@ -225,10 +229,7 @@ def test_threads_state_the_chunks_after_the_first_slow_one(study, monkeypatch, s
     go to the threads (`threaded`), the result is the serial one."""
     from neuroflow_recover.recover import plan as plan_module
 
-    cfg = load_config(study, ["config.yaml"])
-    layout = Layout.from_config(cfg).within(study)
-    Path(layout.qsiparc_diffmaps("03", "02")[0]).unlink()
-    os.utime(layout.qsiprep_report("01"), (T0 + 1000, T0 + 1000))
+    subjects = _subjects_01_and_03_with_work(study)
     readings = iter(range(100))  # two per chunk: its start and its end
 
     def clock() -> float:
@@ -245,6 +246,4 @@ def test_threads_state_the_chunks_after_the_first_slow_one(study, monkeypatch, s
     monkeypatch.setattr(plan_module, "SUBJECTS_PER_TASK", 1)
     monkeypatch.setattr(plan_module, "time", SimpleNamespace(perf_counter=clock))
     monkeypatch.setattr(plan_module, "ThreadPoolExecutor", Pool)
-    plan = make_plan(study, cfg, load_sessions(study / "sessions.tsv"),
-                     study.parent / "workflow", [], {"mtime", "input"})  # fmt: skip
-    assert (plan.subjects, pooled) == (["01", "03"], [] if threaded is None else [threaded])
+    assert (subjects(), pooled) == (["01", "03"], [] if threaded is None else [threaded])
