@@ -188,6 +188,24 @@ VARIANTS = {
 }
 
 
+def _snakemake_env(pythonpath: Path | None = None) -> dict[str, str]:
+    """This environment with the venv's executables first (and `pythonpath` first on
+    Python's path: a baseline revision)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def _snakemake_n(root: Path, snakefile: Path, extra: list[str], quiet: list[str] | None) -> list[str]:
+    """`snakemake -n` of `snakefile` on `root` (``quiet`` None: ``--quiet rules``)."""
+    return [
+        sys.executable, "-m", "snakemake", "-n", *(["--quiet", "rules"] if quiet is None else quiet),
+        "--snakefile", str(snakefile), "--directory", str(root),
+        "--workflow-profile", "none", *extra,
+    ]  # fmt: skip
+
+
 def dry_run(
     root: Path,
     snakefile: Path,
@@ -200,17 +218,10 @@ def dry_run(
     ``quiet`` replaces the default ``--quiet rules`` (any options; [] = print everything);
     ``pythonpath`` puts another copy of the package first (a baseline revision).
     """
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    cmd = [
-        sys.executable, "-m", "snakemake", "-n", *(["--quiet", "rules"] if quiet is None else quiet),
-        "--snakefile", str(snakefile), "--directory", str(root),
-        "--workflow-profile", "none", *extra,
-    ]  # fmt: skip
+    cmd = _snakemake_n(root, snakefile, extra, quiet)
     with tempfile.TemporaryFile("w+") as out:
         # cwd not the repository: `python -m` puts the cwd first on sys.path
-        usage = measured(cmd, root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        usage = measured(cmd, root, env=_snakemake_env(pythonpath), stdout=out, stderr=subprocess.STDOUT)
         out.seek(0)
         output = out.read()
     if usage.code:
@@ -288,11 +299,9 @@ DECLARED = re.compile(r"^(?:local)?rule (\w+):$|^    (input|output|log|benchmark
 def declared_files(root: Path, snakefile: Path) -> list[tuple]:
     """Every job of a dry run on the study in `root` as (rule, ((field, files), ...)), sorted:
     the files each job declares, as the job blocks of `snakemake -n` print them."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(snakefile),
-         "--directory", str(root), "--workflow-profile", "none", "--configfile", "config.yaml"],
-        cwd=root, env=env, capture_output=True, text=True,
+        _snakemake_n(root, snakefile, ["--configfile", "config.yaml"], quiet=[]),
+        cwd=root, env=_snakemake_env(), capture_output=True, text=True,
     )  # fmt: skip
     if out.returncode:
         sys.exit(f"snakemake failed ({out.returncode}):\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
