@@ -197,7 +197,9 @@ def _snakemake_env(pythonpath: Path | None = None) -> dict[str, str]:
     return env
 
 
-def _snakemake_n(root: Path, snakefile: Path, extra: list[str], quiet: list[str] | None) -> list[str]:
+def _snakemake_n(
+    root: Path, snakefile: Path, extra: list[str], quiet: list[str] | None
+) -> list[str]:
     """`snakemake -n` of `snakefile` on `root` (``quiet`` None: ``--quiet rules``)."""
     return [
         sys.executable, "-m", "snakemake", "-n", *(["--quiet", "rules"] if quiet is None else quiet),
@@ -221,7 +223,9 @@ def dry_run(
     cmd = _snakemake_n(root, snakefile, extra, quiet)
     with tempfile.TemporaryFile("w+") as out:
         # cwd not the repository: `python -m` puts the cwd first on sys.path
-        usage = measured(cmd, root, env=_snakemake_env(pythonpath), stdout=out, stderr=subprocess.STDOUT)
+        usage = measured(
+            cmd, root, env=_snakemake_env(pythonpath), stdout=out, stderr=subprocess.STDOUT
+        )
         out.seek(0)
         output = out.read()
     if usage.code:
@@ -326,24 +330,31 @@ def check_same_files() -> None:
     if not any(dict(fields).get("output") for _, fields in ours):
         sys.exit("the dry run printed no job's files: Snakemake's job blocks have another form")
     if ours != floor:
-        first = next((a, b) for a, b in zip(ours + [None] * len(floor), floor + [None] * len(ours)) if a != b)
-        sys.exit(f"the floor does not declare neuroflow's files: neuroflow {first[0]}, floor {first[1]}")
+        first = next(
+            (a, b) for a, b in zip(ours + [None] * len(floor), floor + [None] * len(ours)) if a != b
+        )
+        sys.exit(
+            f"the floor does not declare neuroflow's files: neuroflow {first[0]}, floor {first[1]}"
+        )
     print(f"floor files: the same as neuroflow's in all {len(ours)} jobs of a 3-session study")
 
 
-def floor_comparison(root: Path, first: dict, repeat: int) -> None:
-    """neuroflow (its first run: `first`) and the two floors, alternately `repeat` times:
-    medians and the ratios neuroflow/floor."""
+def floor_comparison(root: Path, first: dict, repeat: int, short: bool = True) -> None:
+    """neuroflow (its first run: `first`) and the floors, alternately `repeat` times:
+    medians and the ratios neuroflow/floor. `short`: also the short floor (a third more time)."""
     (root / "Floor.smk").write_text(floor_snakefile(load_config(root, ["config.yaml"])))
     (root / "Short.smk").write_text(SHORT_FLOOR_SNAKEFILE)
-    runs: dict[str, list[dict]] = {"neuroflow": [first], "floor": [], "short floor": []}
+    runs: dict[str, list[dict]] = {"neuroflow": [first], "floor": []}
+    if short:
+        runs["short floor"] = []
     for index in range(repeat):
         if index:
             runs["neuroflow"].append(dry_run(
                 root, REPO / "workflow" / "Snakefile", ["--configfile", str(root / "config.yaml")]
             ))  # fmt: skip
         runs["floor"].append(dry_run(root, root / "Floor.smk", []))
-        runs["short floor"].append(dry_run(root, root / "Short.smk", []))
+        if short:
+            runs["short floor"].append(dry_run(root, root / "Short.smk", []))
     median = _medians(runs)
     for name, m in median.items():
         print(f"{name + ':':<12} median of {repeat}: {m['wall_s']:.1f} s wall, "
@@ -351,6 +362,8 @@ def floor_comparison(root: Path, first: dict, repeat: int) -> None:
               f"jobs {sorted({r['jobs'] for r in runs[name]})}")  # fmt: skip
     ours = median["neuroflow"]
     for name, note in (("floor", "goal <= 1.2"), ("short floor", "short names, no benchmarks")):
+        if name not in median:
+            continue
         print(f"neuroflow/{name}: CPU {ours['cpu_s'] / median[name]['cpu_s']:.2f}, "
               f"peak {ours['peak_mb'] / median[name]['peak_mb']:.2f} ({note})")  # fmt: skip
 
@@ -373,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plugin", action="store_true", help="also time the logger plugin's overhead"
     )
+    parser.add_argument(
+        "--no-short", action="store_true", help="with --floor: skip the short floor (saves a third)"
+    )
     args = parser.parse_args(argv)
-
 
     if args.floor:
         check_same_files()  # before minutes of timing
@@ -409,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{variant['cpu_s']:.1f} s CPU, {variant['jobs']} jobs"
                 )
         if args.floor:
-            floor_comparison(root, figures, args.repeat)
+            floor_comparison(root, figures, args.repeat, short=not args.no_short)
     return 0
 
 
