@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from .errors import NeuroflowError
 
@@ -22,9 +22,13 @@ CALLER_INGESTS = "NEUROFLOW_CALLER_INGESTS"
 # set by the main Snakemake process for its jobs: the first-attempt resources it planned
 # (step/resource_plan.py), so a SLURM job's own Snakemake asks for the same
 RESOURCE_PLAN = "NEUROFLOW_RESOURCE_PLAN"
+# set by `run` for a pending-only plan: the Snakefile reads this sheet (the subjects with
+# work) instead of the study's; jobs on compute nodes inherit it
+PLAN_SHEET = "NEUROFLOW_PLAN_SHEET"
 # Python's own: keeps the working directory off sys.path of `python -m ...`. Set with
 # SAFE_PATH_SET by the main Snakemake process for its jobs' own Snakemake
-# (`keep_workdir_off_job_path`); the step runner takes both out of a tool's environment.
+# (`keep_workdir_off_job_path`); a job's Snakemake takes both out once started
+# (`release_job_path`), so the commands it runs never see them.
 PYTHON_SAFE_PATH = "PYTHONSAFEPATH"
 SAFE_PATH_SET = "NEUROFLOW_SAFE_PATH_SET"
 
@@ -49,23 +53,42 @@ def keep_workdir_off_job_path(env: MutableMapping[str, str] = os.environ) -> Non
     directory on sys.path, and Snakemake's plugin registries list every directory in it at
     start-up (pkgutil.iter_modules, 5 registries): a DICOM folder of 100,000 sessions in the
     study directory made a job's start 3.2-4.5 s instead of 1.9-2.3 s. PYTHONSAFEPATH=1
-    keeps it off; the jobs inherit it (the SLURM plugin submits with --export=ALL)."""
+    keeps it off; the jobs inherit it (the SLURM plugin submits with --export=ALL). For
+    remote jobs only: local jobs run inside the main process."""
     if PYTHON_SAFE_PATH not in env:
         env[PYTHON_SAFE_PATH] = "1"
         env[SAFE_PATH_SET] = "1"
 
 
+def starts_a_snakemake_per_job(argv: Sequence[str]) -> bool:
+    """True for a job's Snakemake whose command line `argv` names a non-local executor: the
+    SLURM plugin's job runs `--executor slurm-jobstep`, which starts the job in a second
+    `python -m snakemake` (srun); that one still needs PYTHONSAFEPATH to start fast."""
+    for index, arg in enumerate(argv):
+        if arg in ("--executor", "-e") and index + 1 < len(argv):
+            return argv[index + 1] != "local"
+        if arg.startswith("--executor="):
+            return arg.partition("=")[2] != "local"
+    return False
+
+
+def release_job_path(env: MutableMapping[str, str] = os.environ) -> None:
+    """Takes out the PYTHONSAFEPATH neuroflow set for a job's start-up, once it has started:
+    the commands the job runs (a tool's or a lab's `python script.py` may import modules
+    beside the script) inherit the environment without it. The user's own stays."""
+    if flag(env, SAFE_PATH_SET):
+        env.pop(PYTHON_SAFE_PATH, None)
+        env.pop(SAFE_PATH_SET, None)
+
+
 def tool_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` for a tool: without the PYTHONSAFEPATH neuroflow set for its jobs' Snakemake (a
-    tool's `python script.py` may import modules beside the script); the user's own stays."""
-    if not flag(env, SAFE_PATH_SET):
-        return dict(env)
-    return {name: value for name, value in env.items() if name not in (PYTHON_SAFE_PATH, SAFE_PATH_SET)}
+    """`env` for a tool, without the PYTHONSAFEPATH neuroflow set for its jobs' start-up (in
+    case a job's Snakemake did not take it out: `release_job_path`)."""
+    tool = dict(env)
+    release_job_path(tool)
+    return tool
 
 
 def flag(env: Mapping[str, str], name: str) -> bool:
     """True when `name` is set to 1, true or yes."""
     return (env.get(name) or "").strip().lower() in ("1", "true", "yes")
-# set by `run` for a pending-only plan: the Snakefile reads this sheet (the subjects with
-# work) instead of the study's; jobs on compute nodes inherit it
-PLAN_SHEET = "NEUROFLOW_PLAN_SHEET"

@@ -490,6 +490,34 @@ def test_a_tool_gets_the_environment_without_the_safe_path_neuroflow_set_for_its
     assert result.returncode == 1 and "No module named 'helper_beside'" in (wd / "logs" / "users.log").read_text()
 
 
+JOBSTEP = ["/x/snakemake/__main__.py", "--target-jobs", "a:b=1", "--mode", "remote"]
+
+
+@pytest.mark.parametrize(
+    "argv, starts",
+    [
+        (JOBSTEP + ["--executor", "slurm-jobstep", "--jobs", "1"], True),
+        (JOBSTEP + ["--executor=slurm-jobstep"], True),
+        (JOBSTEP + ["-e", "slurm-jobstep"], True),
+        (JOBSTEP, False),  # the srun step's Snakemake: it runs the job's command
+        (JOBSTEP + ["--executor", "local"], False),
+        (JOBSTEP + ["--executor"], False),
+    ],
+)
+def test_a_jobs_snakemake_that_starts_another_is_told_by_its_executor(argv, starts):
+    assert environment.starts_a_snakemake_per_job(argv) is starts
+
+
+def test_a_job_releases_the_safe_path_neuroflow_set_and_keeps_the_users():
+    ours = {"HOME": "/h"}
+    environment.keep_workdir_off_job_path(ours)
+    environment.release_job_path(ours)
+    assert ours == {"HOME": "/h"}
+    users = {"PYTHONSAFEPATH": "1", "HOME": "/h"}
+    environment.release_job_path(users)
+    assert users == {"PYTHONSAFEPATH": "1", "HOME": "/h"}
+
+
 def test_unreadable_earlier_records_only_warn(wd, monkeypatch):
     from neuroflow_recover.step import runner
 

@@ -30,6 +30,17 @@ def run(study: Path, *args: str):
     return snakemake(study, "--cores", "2", *args, profile=PROFILE)
 
 
+def study_with_qsiprep(tmp_path: Path, code: str, max_attempts: int) -> Path:
+    """1 subject x 1 session whose QSIPrep is `python -c code`."""
+    return make_study(
+        tmp_path / "study", 1, 1, real=True,
+        config={
+            "stages": {"qsiprep": {"container": {"command": f'{sys.executable} -c "{code}"'}}},
+            "error_handling": {"pipelines": {"qsiprep": {"max_attempts": max_attempts}}},
+        },
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """2 subjects x 1 session run to the end (DICOMs exist for a second session of each)."""
@@ -152,13 +163,7 @@ def test_a_retry_gives_the_tool_its_own_memory_and_threads_options_of_that_attem
         "import sys; print('ARGS', *sys.argv[1:]);"
         " print('MemoryError: Unable to allocate 2.00 GiB', file=sys.stderr); sys.exit(1)"
     )
-    study = make_study(
-        tmp_path / "study", 1, 1, real=True,
-        config={
-            "stages": {"qsiprep": {"container": {"command": f'{sys.executable} -c "{oom}"'}}},
-            "error_handling": {"pipelines": {"qsiprep": {"max_attempts": 2}}},
-        },
-    )  # fmt: skip
+    study = study_with_qsiprep(tmp_path, oom, max_attempts=2)
     result = run(study)
     assert result.returncode != 0
     records = sorted(read_records(study, "qsiprep_preprocess", {"subject": "01"}),
@@ -170,3 +175,17 @@ def test_a_retry_gives_the_tool_its_own_memory_and_threads_options_of_that_attem
         assert args[args.index("--nprocs") + 1] == str(record.resources["threads"])
         assert "@NEUROFLOW" not in " ".join(args)
     assert records[1].resources["mem_mb"] > records[0].resources["mem_mb"]
+
+
+def test_a_local_runs_commands_get_no_safe_path_from_neuroflow(tmp_path):
+    """PYTHONSAFEPATH is for the Snakemake a SLURM job starts (environment.py); a local run's
+    jobs run in the main process, so neither the step runner nor its tool gets it."""
+    probe = (
+        "import os; runner = open('/proc/%d/environ' % os.getppid(), 'rb').read().split(bytes(1));"
+        " print('SAFEPATH runner', b'PYTHONSAFEPATH=1' in runner, 'tool', os.environ.get('PYTHONSAFEPATH'));"
+        " raise SystemExit(1)"
+    )
+    study = study_with_qsiprep(tmp_path, probe, max_attempts=1)
+    assert run(study).returncode != 0
+    (record,) = read_records(study, "qsiprep_preprocess", {"subject": "01"})
+    assert "SAFEPATH runner False tool None" in record.tail

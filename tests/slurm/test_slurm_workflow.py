@@ -57,8 +57,16 @@ from pathlib import Path
 block = bytearray(600 * 2**20)
 block[::4096] = b"x" * len(block[::4096])
 print("hungry qsirecon: holding 600 MB", flush=True)
-runner = Path(f"/proc/{os.getppid()}/environ").read_bytes().split(b"\\0")  # the step runner's
-print("hungry qsirecon: PYTHONSAFEPATH step runner", b"PYTHONSAFEPATH=1" in runner,
+def proc(pid, name):
+    return Path(f"/proc/{pid}/{name}").read_bytes().split(b"\\0")
+def parent(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+snakemake = os.getppid()  # the job's Snakemake that runs this command: the nearest `-m snakemake`
+while b"-m\\0snakemake" not in b"\\0".join(proc(snakemake, "cmdline")) and snakemake > 1:
+    snakemake = parent(snakemake)
+print("hungry qsirecon: PYTHONSAFEPATH job's snakemake",
+      b"PYTHONSAFEPATH=1" in proc(snakemake, "environ"),
+      "step runner", b"PYTHONSAFEPATH=1" in proc(os.getppid(), "environ"),
       "tool", os.environ.get("PYTHONSAFEPATH"), flush=True)
 time.sleep(8)
 del block
@@ -152,13 +160,15 @@ def test_example_completes_on_slurm_with_the_user_profile(example, slurm_run):
 
 
 def test_a_jobs_snakemake_starts_with_the_safe_path_and_its_tool_without(example, slurm_run):
-    """The main process sets PYTHONSAFEPATH for its jobs' own Snakemake (environment.py):
-    it reaches the job through SLURM (the step runner has it), the tool does not see it."""
+    """The main process sets PYTHONSAFEPATH for its jobs' own Snakemake (environment.py): it
+    reaches, through SLURM and the batch script's Snakemake, the Snakemake that runs the job's
+    command (it started with it), which takes it out: the step runner and the tool lack it."""
     assert slurm_run.returncode == 0, slurm_run.stderr[-4000:]
     logs = sorted((example / "example/results/logs/qsirecon_reconstruct").glob("sub-01*"))
     assert len(logs) == 2
+    expected = "PYTHONSAFEPATH job's snakemake True step runner False tool None"
     for log in logs:
-        assert "hungry qsirecon: PYTHONSAFEPATH step runner True tool None" in log.read_text()
+        assert f"hungry qsirecon: {expected}" in log.read_text()
 
 
 def test_the_billing_model_is_read_from_the_cluster(example):

@@ -26,8 +26,8 @@ from neuroflow_recover.workflow.sheet import (
 
 dag_speed.pause_garbage_collector()  # resumed in onstart (Snakefile)
 dag_speed.declare_resource_evaluate()
-if workflow.is_main_process:
-    environment.keep_workdir_off_job_path()  # a job's own Snakemake starts faster
+if not (workflow.is_main_process or environment.starts_a_snakemake_per_job(sys.argv)):
+    environment.release_job_path()  # started: the commands this job runs don't inherit it
 declare_params = dag_speed.declare_params
 
 # one schema for Snakemake and neuroflow-recover: workflow/schemas/
@@ -74,6 +74,16 @@ STEP_SHELL = (
 STEP_SHELL_WITH_WORK = STEP_SHELL.replace(
     " -- {params.tool}", " --work {params.work:q} -- {params.tool}"
 )
+
+
+def speed_up_remote_jobs_start():
+    """onstart: jobs on other machines (SLURM) start their own Snakemake, faster with
+    PYTHONSAFEPATH (environment.py). Local jobs run in this process: nothing to set for them.
+    The executor plugin interface's `non_local_exec`; without it, set for every executor.
+    """
+    settings = getattr(workflow.executor_plugin, "common_settings", None)
+    if getattr(settings, "non_local_exec", True):
+        environment.keep_workdir_off_job_path()
 
 
 def ingest_own_log(log):
