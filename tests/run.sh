@@ -33,13 +33,14 @@ else
     fi
 fi
 
-pytest "$@"
+# the slowest tests are named at the end: where CI's time goes
+pytest --durations=15 "$@"
 pytest_status $?; status=$?
 
 if [ "${NEUROFLOW_SKIP_SLURM:-0}" = 1 ] && [ "${CI:-}" != true ]; then
     echo "[tests/run.sh] SLURM suite skipped (NEUROFLOW_SKIP_SLURM=1)"
 else
-    bash tests/slurm/run.sh -q
+    bash tests/slurm/run.sh -q --durations=10
     pytest_status $?; slurm=$?
     [ "$status" -eq 0 ] && status=$slurm
 fi
