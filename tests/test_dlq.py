@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from neuroflow_recover.cli.render import render_stats
@@ -22,6 +22,7 @@ from neuroflow_recover.queue.entries import (
     JobFailure,
     add_event,
     dead_letter,
+    dead_letter_all,
     entry_details,
     get_entry,
     list_entries,
@@ -178,6 +179,50 @@ def test_an_attempt_listed_twice_in_one_failure_is_recorded_once(db):
     with db.sessions() as session:
         keys = session.scalars(select(AttemptHistory.event_key).order_by(AttemptHistory.attempt))
         assert list(keys) == ["run1:3:1", "run2:3:1"]
+
+
+def test_a_batch_queues_what_one_failure_at_a_time_would(db, tmp_path):
+    """Known and repeated attempts, open and new jobs, a job twice, over 500 keys (chunks)."""
+    with db.sessions.begin() as session:
+        dead_letter(session, failure(subject="01", keys=("old:1:1",)))
+        dead_letter(session, failure(subject="02", keys=("old:2:1",)))
+    batch = [
+        failure(subject="01", keys=("old:1:1", "new:1:1")),  # extends, one attempt known
+        failure(subject="02", keys=("old:2:1",)),  # nothing new
+        failure(subject="03", keys=("new:3:1", "new:3:2", "new:3:1")),
+        failure(subject="03", keys=("new:3:3",), error_type="TransientError"),  # twice
+        *[failure(subject=f"{n:04d}", keys=(f"bulk:{n}:1",)) for n in range(600)],
+    ]
+    one_by_one = open_database(str(tmp_path / "one.db"), tmp_path)
+    with one_by_one.sessions.begin() as session:
+        dead_letter(session, failure(subject="01", keys=("old:1:1",)))
+        dead_letter(session, failure(subject="02", keys=("old:2:1",)))
+        expected = [e.id if e else None for e in (dead_letter(session, f) for f in batch)]
+    with db.sessions.begin() as session:
+        queued = dead_letter_all(session, batch)
+        assert [q.entry.id if q.entry else None for q in queued] == expected
+        assert [q.was_open.id if q.was_open else None for q in queued[:4]] == [1, 2, None, 3]
+    assert _dump(db) == _dump(one_by_one)
+    one_by_one.dispose()
+
+
+def test_a_jobs_open_entry_is_looked_up_in_the_partial_index(tmp_path):
+    """Not by scanning every open entry (`resolved IS 0` did: ingest grew quadratic)."""
+    db = open_database(str(tmp_path / "q.db"), tmp_path)
+    seen = []
+    listen = lambda conn, cursor, statement, params, context, many: seen.append((statement, params))  # noqa: E731
+    event.listen(db.engine, "before_cursor_execute", listen)
+    with db.sessions.begin() as session:
+        dead_letter_all(session, [failure(subject="01"), failure(subject="02", keys=("r:2:1",))])
+    event.remove(db.engine, "before_cursor_execute", listen)
+    lookups = [(s, p) for s, p in seen if s.startswith("SELECT") and "FROM dead_letter_queue" in s]
+    assert len(lookups) == 1
+    with db.engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + lookups[0][0], lookups[0][1]).all()
+    assert [row[-1] for row in plan] == [
+        "SEARCH dead_letter_queue USING INDEX uq_dead_letter_open_job (job_key=?)"
+    ]
+    db.dispose()
 
 
 def test_real_attempts_count_only_attempts_that_ran_the_tool():

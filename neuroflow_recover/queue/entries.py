@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from ..errors import EntryNotFound, NeuroflowError
 from ..times import as_utc, iso, utc_now
 from ..workflow.layout import job_key
-from .models import AttemptHistory, DeadLetterEntry
+from .models import OPEN, AttemptHistory, DeadLetterEntry
 from .stats import queue_stats
 
 SOURCES = ("snakemake-log", "attempt-record", "retry")
@@ -91,36 +91,121 @@ class JobFailure:
         )
 
 
+@dataclass
+class Queued:
+    """What `dead_letter_all` did with one failure."""
+
+    failure: JobFailure
+    entry: DeadLetterEntry | None  # None: every attempt of the failure was recorded before
+    was_open: DeadLetterEntry | None  # the job's unresolved entry before the failure came
+
+
 def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None:
     """Add `failure` to the queue: a new entry, or new history on the job's open entry.
 
     Returns the entry, or None when every attempt of the failure is already recorded.
     """
-    keys = [event.event_key for event in failure.events]
-    known = set(
-        session.scalars(select(AttemptHistory.event_key).where(AttemptHistory.event_key.in_(keys)))
-    )
-    new_events = []
-    for event in failure.events:  # each attempt once, even if listed twice
+    return dead_letter_all(session, [failure])[0].entry
+
+
+def dead_letter_all(session: Session, failures: list[JobFailure]) -> list[Queued]:
+    """`dead_letter` for many failures in a few statements (a day's log holds thousands)."""
+    for failure in failures:
+        _check_sources(failure.events)
+    known = _known_event_keys(session, [e.event_key for f in failures for e in f.events])
+    opened = _open_entries(session, {failure.job_key for failure in failures})
+    counts = _history_counts(session, [entry.id for entry in opened.values()])
+    recorded = {key: counts.get(entry.id, 0) for key, entry in opened.items()}
+    done, rows = [], []
+    for failure in failures:
+        key, was_open = failure.job_key, opened.get(failure.job_key)
+        new_events = _new_events(failure.events, known)
+        if failure.events and not new_events:
+            done.append(Queued(failure, None, was_open))
+            continue
+        entry = opened[key] = was_open or _new_entry(session, failure)
+        _update_entry(entry, failure)
+        first = recorded.get(key, 0) + 1
+        rows += [(entry, number, event) for number, event in enumerate(new_events, first)]
+        entry.attempts = recorded[key] = first - 1 + len(new_events)
+        done.append(Queued(failure, entry, was_open))
+    session.flush()  # the new entries get their ids
+    session.add_all(_history_row(entry.id, number, event) for entry, number, event in rows)
+    session.flush()
+    for entry in opened.values():
+        session.expire(entry, ["history"])
+    return done
+
+
+def _check_sources(events: list[AttemptEvent]) -> None:
+    for event in events:
+        if event.source not in SOURCES:
+            raise ValueError(f"unknown history source {event.source!r}")
+
+
+def _known_event_keys(session: Session, keys: list[str]) -> set[str]:
+    known: set[str] = set()
+    for chunk in _chunks(sorted(set(keys))):
+        where = AttemptHistory.event_key.in_(chunk)
+        known.update(session.scalars(select(AttemptHistory.event_key).where(where)))
+    return known
+
+
+def _open_entries(session: Session, keys: set[str]) -> dict[str, DeadLetterEntry]:
+    found: dict[str, DeadLetterEntry] = {}
+    for chunk in _chunks(sorted(keys)):
+        query = select(DeadLetterEntry).where(
+            DeadLetterEntry.job_key.in_(chunk), OPEN
+        )
+        found.update((entry.job_key, entry) for entry in session.scalars(query))
+    return found
+
+
+def _history_counts(session: Session, entry_ids: list[int]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for chunk in _chunks(sorted(entry_ids)):
+        query = (
+            select(AttemptHistory.entry_id, func.count(AttemptHistory.id))
+            .where(AttemptHistory.entry_id.in_(chunk))
+            .group_by(AttemptHistory.entry_id)
+        )
+        counts.update((entry_id, n) for entry_id, n in session.execute(query))
+    return counts
+
+
+def _chunks(items: list, size: int = 500):
+    """`items` in slices small enough for any database's limit on bound parameters."""
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _new_events(events: list[AttemptEvent], known: set[str]) -> list[AttemptEvent]:
+    """The events not recorded yet, each attempt once even if listed twice."""
+    new = []
+    for event in events:
         if event.event_key not in known:
             known.add(event.event_key)
-            new_events.append(event)
-    if failure.events and not new_events:
-        return None
-    entry = open_entry(session, failure.job_key)
-    if entry is None:
-        entry = DeadLetterEntry(
-            rule=failure.rule,
-            wildcards=dict(failure.wildcards),
-            job_key=failure.job_key,
-            pipeline_name=failure.pipeline_name,
-            subject_id=failure.wildcards.get("subject"),
-            session_id=failure.wildcards.get("session"),
-            attempts=0,
-            resolved=False,
-            created_at=utc_now(),
-        )
-        session.add(entry)
+            new.append(event)
+    return new
+
+
+def _new_entry(session: Session, failure: JobFailure) -> DeadLetterEntry:
+    entry = DeadLetterEntry(
+        rule=failure.rule,
+        wildcards=dict(failure.wildcards),
+        job_key=failure.job_key,
+        pipeline_name=failure.pipeline_name,
+        subject_id=failure.wildcards.get("subject"),
+        session_id=failure.wildcards.get("session"),
+        attempts=0,
+        resolved=False,
+        created_at=utc_now(),
+    )
+    session.add(entry)
+    return entry
+
+
+def _update_entry(entry: DeadLetterEntry, failure: JobFailure) -> None:
+    """The entry says what the latest failure of its job says."""
     entry.pipeline_run_id = storable_int(failure.jobid)
     entry.error_type = failure.error_type
     entry.retryable = failure.retryable
@@ -140,23 +225,27 @@ def dead_letter(session: Session, failure: JobFailure) -> DeadLetterEntry | None
     if failure.invocation:
         entry.invocation = dict(failure.invocation)
     entry.updated_at = utc_now()
-    session.flush()
-    for event in new_events:
-        add_event(session, entry, event)
-    return entry
 
 
 def add_event(session: Session, entry: DeadLetterEntry, event: AttemptEvent) -> AttemptHistory:
     """Append one attempt to an entry's history (numbered after the existing ones)."""
-    if event.source not in SOURCES:
-        raise ValueError(f"unknown history source {event.source!r}")
+    _check_sources([event])
     count = session.scalar(
         select(func.count(AttemptHistory.id)).where(AttemptHistory.entry_id == entry.id)
     )
-    row = AttemptHistory(
-        entry_id=entry.id,
+    row = _history_row(entry.id, (count or 0) + 1, event)
+    session.add(row)
+    session.flush()
+    entry.attempts = (count or 0) + 1
+    session.expire(entry, ["history"])
+    return row
+
+
+def _history_row(entry_id: int, number: int, event: AttemptEvent) -> AttemptHistory:
+    return AttemptHistory(
+        entry_id=entry_id,
         event_key=event.event_key,
-        attempt=(count or 0) + 1,
+        attempt=number,
         run_id=event.run_id,
         started_at=as_utc(event.started_at),
         ended_at=as_utc(event.ended_at),
@@ -175,20 +264,6 @@ def add_event(session: Session, entry: DeadLetterEntry, event: AttemptEvent) -> 
         cpu_s=event.cpu_s,
         usage_source=event.usage_source,
     )
-    session.add(row)
-    session.flush()
-    entry.attempts = (count or 0) + 1
-    session.expire(entry, ["history"])
-    return row
-
-
-def open_entry(session: Session, key: str) -> DeadLetterEntry | None:
-    """The unresolved entry of a job, if any."""
-    return session.scalars(
-        select(DeadLetterEntry).where(
-            DeadLetterEntry.job_key == key, DeadLetterEntry.resolved.is_(False)
-        )
-    ).one_or_none()
 
 
 def get_entry(session: Session, entry_id: int) -> DeadLetterEntry:

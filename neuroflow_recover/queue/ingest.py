@@ -50,7 +50,7 @@ from ..workflow.layout import RULE_STAGE, job_key, stage_of
 from ..workflow.sheet import study_sessions
 from ..workflow.targets import targets_for
 from .database import describe_failure, is_conflict
-from .entries import AttemptEvent, JobFailure, dead_letter, mark_resolved, open_entry
+from .entries import AttemptEvent, JobFailure, dead_letter_all, mark_resolved
 from .models import DeadLetterEntry, IngestedLog
 from .outbox import NotifySettings, enqueue_dead_letters
 
@@ -344,21 +344,22 @@ def ingest_live(
 def _dead_letter_jobs(session, context, run_log, jobs, result, hold, carried) -> list:
     """Classify `jobs`, hold what `hold` keeps, dead-letter the rest and put ONE
     notification of the new entries in the outbox (all in the caller's transaction)."""
-    new_entries = []
+    queue = []
     for failure in _failures(context, run_log, jobs):
         _put_carried_first(failure, (carried or {}).get(failure.job_key, []))
         result.failures.append(failure)
         if hold is not None and hold(failure):
             result.held.append(failure)
-            continue
-        was_open = open_entry(session, failure.job_key)
-        entry = dead_letter(session, failure)
-        if entry is None and was_open is not None:
-            result.entry_ids.append(was_open.id)  # queued before, e.g. live by the plugin
+        else:
+            queue.append(failure)
+    new_entries = []
+    for queued in dead_letter_all(session, queue):
+        entry, failure = queued.entry or queued.was_open, queued.failure
         if entry is not None:
-            result.entry_ids.append(entry.id)
-            if was_open is None:
-                new_entries.append(entry)
+            result.entry_ids.append(entry.id)  # or queued before, e.g. live by the plugin
+        if queued.entry is not None and queued.was_open is None:
+            new_entries.append(entry)
+        if queued.entry is not None:
             log.warning(
                 "dead-lettered",
                 entry_id=entry.id,

@@ -123,6 +123,11 @@ class DeadLetterEntry(Base):
         return [h.to_dict() for h in self.history]
 
 
+# A job's open entry is looked up with the partial index's own predicate: SQLite uses a
+# partial index only for a query that implies its WHERE (`resolved IS 0` walks every open entry).
+OPEN = DeadLetterEntry.resolved == false()
+
+
 class AttemptHistory(Base):
     """One attempt of a dead-lettered job."""
 
