@@ -202,6 +202,7 @@ def test_a_batch_queues_what_one_failure_at_a_time_would(db, tmp_path):
         queued = dead_letter_all(session, batch)
         assert [q.entry.id if q.entry else None for q in queued] == expected
         assert [q.was_open.id if q.was_open else None for q in queued[:4]] == [1, 2, None, 3]
+        assert [q.failure for q in queued] == batch
     assert _dump(db) == _dump(one_by_one)
     one_by_one.dispose()
 
@@ -449,6 +450,30 @@ def test_a_failure_without_attempts_opens_an_empty_entry(db):
         entry = dead_letter(session, bare)
         assert (entry.attempts, entry.resolved, entry.error_message) == (0, False, "")
         assert entry.created_at is not None and entry.history == []
+        later = dead_letter(session, _every_field_failure())  # its first attempt is number 1
+        assert later is entry and entry.attempts == 1
+        assert [h.attempt for h in entry.history] == [1]
+
+
+def test_an_attempt_added_to_an_entry_is_numbered_after_its_own_history(db):
+    other = failure(subject="09", keys=("o:1:1", "o:1:2", "o:1:3"))
+    event = replace(_every_field_failure().events[0], event_key="retry:r1:1", source="retry")
+    with db.sessions.begin() as session:
+        dead_letter(session, other)
+        entry = dead_letter(session, _every_field_failure())
+        assert [h.attempt for h in entry.history] == [1]  # loaded: add_event must refresh it
+        row = add_event(session, entry, event)
+        assert (row.id is not None, row.entry_id, row.attempt) == (True, entry.id, 2)
+        assert entry.attempts == 2
+        assert [h.event_key for h in entry.history] == ["run7:12:1", "retry:r1:1"]
+    with db.sessions() as session:
+        history = get_entry(session, entry.id).retry_history
+    assert history[1] == {**history[0], "attempt": 2, "event_key": "retry:r1:1", "source": "retry"}
+    bare = replace(_every_field_failure(), events=[], wildcards={"subject": "08"})
+    with db.sessions.begin() as session:
+        empty = dead_letter(session, bare)
+        assert add_event(session, empty, replace(event, event_key="retry:r1:2")).attempt == 1
+        assert empty.attempts == 1
 
 
 def test_a_second_failure_of_the_job_extends_its_logs_and_history(db):

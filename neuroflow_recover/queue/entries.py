@@ -196,7 +196,6 @@ def _new_entry(session: Session, failure: JobFailure) -> DeadLetterEntry:
         pipeline_name=failure.pipeline_name,
         subject_id=failure.wildcards.get("subject"),
         session_id=failure.wildcards.get("session"),
-        attempts=0,
         resolved=False,
         created_at=utc_now(),
     )
