@@ -343,9 +343,9 @@ def floor_comparison(root: Path, first: dict, repeat: int, short: bool = True) -
     """neuroflow (its first run: `first`) and the floors, alternately `repeat` times:
     medians and the ratios neuroflow/floor. `short`: also the short floor (a third more time)."""
     (root / "Floor.smk").write_text(floor_snakefile(load_config(root, ["config.yaml"])))
-    (root / "Short.smk").write_text(SHORT_FLOOR_SNAKEFILE)
     runs: dict[str, list[dict]] = {"neuroflow": [first], "floor": []}
     if short:
+        (root / "Short.smk").write_text(SHORT_FLOOR_SNAKEFILE)
         runs["short floor"] = []
     for index in range(repeat):
         if index:
