@@ -154,9 +154,7 @@ def _known_event_keys(session: Session, keys: list[str]) -> set[str]:
 def _open_entries(session: Session, keys: set[str]) -> dict[str, DeadLetterEntry]:
     found: dict[str, DeadLetterEntry] = {}
     for chunk in _chunks(sorted(keys)):
-        query = select(DeadLetterEntry).where(
-            DeadLetterEntry.job_key.in_(chunk), OPEN
-        )
+        query = select(DeadLetterEntry).where(DeadLetterEntry.job_key.in_(chunk), OPEN)
         found.update((entry.job_key, entry) for entry in session.scalars(query))
     return found
 
@@ -229,13 +227,11 @@ def _update_entry(entry: DeadLetterEntry, failure: JobFailure) -> None:
 def add_event(session: Session, entry: DeadLetterEntry, event: AttemptEvent) -> AttemptHistory:
     """Append one attempt to an entry's history (numbered after the existing ones)."""
     _check_sources([event])
-    count = session.scalar(
-        select(func.count(AttemptHistory.id)).where(AttemptHistory.entry_id == entry.id)
-    )
-    row = _history_row(entry.id, (count or 0) + 1, event)
+    number = _history_counts(session, [entry.id]).get(entry.id, 0) + 1
+    row = _history_row(entry.id, number, event)
     session.add(row)
     session.flush()
-    entry.attempts = (count or 0) + 1
+    entry.attempts = number
     session.expire(entry, ["history"])
     return row
 

@@ -354,20 +354,22 @@ def _dead_letter_jobs(session, context, run_log, jobs, result, hold, carried) ->
             queue.append(failure)
     new_entries = []
     for queued in dead_letter_all(session, queue):
-        entry, failure = queued.entry or queued.was_open, queued.failure
-        if entry is not None:
-            result.entry_ids.append(entry.id)  # or queued before, e.g. live by the plugin
-        if queued.entry is not None and queued.was_open is None:
+        entry, failure = queued.entry, queued.failure
+        if entry is None:  # every attempt recorded before, e.g. live by the plugin
+            if queued.was_open is not None:
+                result.entry_ids.append(queued.was_open.id)
+            continue
+        result.entry_ids.append(entry.id)
+        if queued.was_open is None:
             new_entries.append(entry)
-        if queued.entry is not None:
-            log.warning(
-                "dead-lettered",
-                entry_id=entry.id,
-                rule=failure.rule,
-                wildcards=failure.wildcards,
-                error_type=failure.error_type,
-                attempts=entry.attempts,
-            )
+        log.warning(
+            "dead-lettered",
+            entry_id=entry.id,
+            rule=failure.rule,
+            wildcards=failure.wildcards,
+            error_type=failure.error_type,
+            attempts=entry.attempts,
+        )
     enqueue_dead_letters(session, new_entries, context.notify)
     return new_entries
 
